@@ -1,0 +1,375 @@
+//! `GatewayHandle`: what the gRPC services call. It routes each request to the
+//! leader of its shard — executing it here when this node leads, forwarding it
+//! through `ractor_cluster` otherwise — and retries leader changes and
+//! unavailable shards until the caller's deadline, so a client never sees an
+//! election.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ractor::ActorRef;
+use sundial_raft::codec;
+use sundial_raft::network::RaftRegistry;
+use sundial_raft::store::{JobFilter, NodeStore};
+use sundial_raft::types::{Op, OpResult};
+use sundial_raft::{Job, JobId, NodeId, ShardId};
+
+use super::messages::{Forwarded, GatewayMsg, GatewayReply, GatewayRequest};
+use crate::error::{Error, ExecError};
+use crate::layout::ClusterLayout;
+use crate::shard::ShardHandle;
+
+/// The process group a node's gateway joins; peers find it there.
+pub fn gateway_group(node: NodeId) -> String {
+    format!("sundial.gateway.{node}")
+}
+
+/// Cheap to clone; shared by every request.
+#[derive(Clone)]
+pub struct GatewayHandle {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    layout: ClusterLayout,
+    store: Arc<NodeStore>,
+    registry: Arc<RaftRegistry>,
+}
+
+/// A shard as this node sees it.
+#[derive(Clone, Debug)]
+pub struct ShardView {
+    pub shard: ShardId,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    pub members: Vec<NodeId>,
+    pub last_applied: u64,
+}
+
+/// One page of a cluster-wide list.
+#[derive(Clone, Debug, Default)]
+pub struct ListPage {
+    pub jobs: Vec<Job>,
+    /// Where the next page starts; `None` when the listing is complete.
+    pub next: Option<JobId>,
+}
+
+impl GatewayHandle {
+    pub fn new(layout: ClusterLayout, store: Arc<NodeStore>, registry: Arc<RaftRegistry>) -> GatewayHandle {
+        GatewayHandle {
+            inner: Arc::new(Inner {
+                layout,
+                store,
+                registry,
+            }),
+        }
+    }
+
+    pub fn layout(&self) -> &ClusterLayout {
+        &self.inner.layout
+    }
+
+    /// Stores `job` durably on its shard (quorum-committed and fsynced).
+    /// Retries are safe: the job id makes a repeated submit a no-op.
+    pub async fn submit(&self, job: Job, deadline: Instant) -> Result<Job, Error> {
+        let shard = job.id.shard();
+        let request = GatewayRequest::Write {
+            shard,
+            op: Op::Submit(job.clone()),
+        };
+        match self.execute(request, deadline).await? {
+            GatewayReply::Written(OpResult::Submitted { .. }) => Ok(job),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Cancels a job that has not finished.
+    pub async fn cancel(&self, id: JobId, at_ms: i64, deadline: Instant) -> Result<Job, Error> {
+        let request = GatewayRequest::Write {
+            shard: id.shard(),
+            op: Op::Cancel { id, at_ms },
+        };
+        match self.execute(request, deadline).await? {
+            GatewayReply::Written(OpResult::Cancelled(job)) => Ok(*job),
+            GatewayReply::Written(OpResult::NotFound) => Err(Error::JobNotFound(id.to_string())),
+            GatewayReply::Written(OpResult::AlreadyFinished(state)) => Err(Error::AlreadyFinished {
+                id: id.to_string(),
+                state: format!("{state:?}").to_lowercase(),
+            }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Reads a job: linearizably from its leader, or from this node's replica
+    /// when `local` is set and this node hosts the shard.
+    pub async fn get(&self, id: JobId, local: bool, deadline: Instant) -> Result<Job, Error> {
+        let found = if local && self.inner.registry.get(id.shard()).is_some() {
+            self.inner
+                .store
+                .get_job(&id)
+                .map_err(|e| Error::Internal(e.to_string()))?
+        } else {
+            match self.execute(GatewayRequest::Get { id }, deadline).await? {
+                GatewayReply::Job(job) => job,
+                other => return Err(unexpected(other)),
+            }
+        };
+        found.ok_or_else(|| Error::JobNotFound(id.to_string()))
+    }
+
+    /// Lists jobs across shards in id order (shard by shard), at most `limit`.
+    pub async fn list(
+        &self,
+        filter: JobFilter,
+        after: Option<JobId>,
+        limit: u32,
+        local: bool,
+        deadline: Instant,
+    ) -> Result<ListPage, Error> {
+        let first_shard = after.map(|id| id.shard()).unwrap_or(0);
+        let mut page = ListPage::default();
+        let mut cursor = after;
+        for shard in first_shard..self.inner.layout.shard_count {
+            let remaining = limit.saturating_sub(page.jobs.len() as u32);
+            if remaining == 0 {
+                page.next = page.jobs.last().map(|j| j.id);
+                return Ok(page);
+            }
+            let after_in_shard = cursor.filter(|id| id.shard() == shard);
+            let part = if local && self.inner.registry.get(shard).is_some() {
+                self.inner
+                    .store
+                    .list_jobs(shard, &filter, after_in_shard.as_ref(), remaining as usize)
+                    .map_err(|e| Error::Internal(e.to_string()))?
+            } else {
+                let request = GatewayRequest::List {
+                    shard,
+                    filter: filter.clone(),
+                    after: after_in_shard,
+                    limit: remaining,
+                };
+                match self.execute(request, deadline).await? {
+                    GatewayReply::Page(part) => part,
+                    other => return Err(unexpected(other)),
+                }
+            };
+            page.jobs.extend(part.jobs);
+            if part.more {
+                page.next = page.jobs.last().map(|j| j.id);
+                return Ok(page);
+            }
+            cursor = None;
+        }
+        Ok(page)
+    }
+
+    /// Every local shard as this node sees it.
+    pub fn shards(&self) -> Vec<ShardView> {
+        self.inner
+            .registry
+            .all()
+            .into_iter()
+            .map(|(shard, raft)| {
+                let m = raft.metrics().borrow().clone();
+                ShardView {
+                    shard,
+                    leader: m.current_leader,
+                    term: m.current_term,
+                    members: m.membership_config.membership().voter_ids().collect(),
+                    last_applied: m.last_applied.map(|l| l.index).unwrap_or(0),
+                }
+            })
+            .collect()
+    }
+
+    /// True when this node has a live actor-plane session with `node`.
+    pub fn is_connected(&self, node: NodeId) -> bool {
+        node == self.inner.layout.node_id || !ractor::pg::get_members(&gateway_group(node)).is_empty()
+    }
+
+    /// Makes a local shard actor panic (fault injection for tests and chaos).
+    pub fn inject_shard_panic(&self, shard: ShardId, reason: &str) -> Result<(), ExecError> {
+        ShardHandle::new(shard).inject_panic(reason)
+    }
+
+    /// Runs `request` on its shard's leader, retrying until `deadline`.
+    async fn execute(&self, request: GatewayRequest, deadline: Instant) -> Result<GatewayReply, Error> {
+        let shard = request.shard();
+        let mut backoff = Duration::from_millis(2);
+        let mut hint: Option<NodeId> = None;
+        let mut last = ExecError::Unavailable {
+            shard,
+            reason: "no attempt made".into(),
+        };
+        let mut member_turn = 0usize;
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::DeadlineExceeded {
+                    shard,
+                    last: last.to_string(),
+                });
+            }
+            let remaining = deadline - now;
+            let target = match hint.take().or_else(|| self.leader_of(shard)) {
+                Some(target) => target,
+                None if self.inner.registry.get(shard).is_some() => {
+                    // An election is under way: wait for its outcome.
+                    self.wait_for_leader(shard, remaining.min(Duration::from_millis(500)))
+                        .await;
+                    continue;
+                }
+                None => {
+                    // Not hosted here and no hint: ask the members in turn.
+                    let members = self.inner.layout.members(shard);
+                    member_turn += 1;
+                    match members.get(member_turn % members.len().max(1)) {
+                        Some(m) => *m,
+                        None => return Err(Error::Internal(format!("shard {shard} has no members"))),
+                    }
+                }
+            };
+            let attempt = if target == self.inner.layout.node_id {
+                self.execute_local(request.clone(), remaining).await
+            } else {
+                self.forward(target, &request, remaining).await
+            };
+            match attempt {
+                Ok(reply) => return Ok(reply),
+                Err(ExecError::Internal(e)) => return Err(Error::Internal(e)),
+                Err(e) => {
+                    if let ExecError::NotLeader { leader: Some(l), .. } = &e {
+                        if *l != target {
+                            hint = Some(*l);
+                        }
+                    }
+                    tracing::debug!(shard, error = %e, "request not served yet, retrying");
+                    last = e;
+                }
+            }
+            tokio::time::sleep(backoff.min(deadline.saturating_duration_since(Instant::now()))).await;
+            backoff = (backoff * 2).min(Duration::from_millis(100));
+        }
+    }
+
+    fn leader_of(&self, shard: ShardId) -> Option<NodeId> {
+        let raft = self.inner.registry.get(shard)?;
+        let leader = raft.metrics().borrow().current_leader;
+        leader
+    }
+
+    async fn wait_for_leader(&self, shard: ShardId, timeout: Duration) {
+        let Some(raft) = self.inner.registry.get(shard) else {
+            return;
+        };
+        let mut metrics = raft.metrics();
+        let _ = tokio::time::timeout(timeout, async {
+            while metrics.borrow_and_update().current_leader.is_none() {
+                if metrics.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+    }
+
+    /// Executes a request on this node, which must lead the shard.
+    pub(crate) async fn execute_local(
+        &self,
+        request: GatewayRequest,
+        timeout: Duration,
+    ) -> Result<GatewayReply, ExecError> {
+        let shard = request.shard();
+        let Some(raft) = self.inner.registry.get(shard) else {
+            return Err(ExecError::NotLeader { shard, leader: None });
+        };
+        match request {
+            GatewayRequest::Write { op, .. } => {
+                let result = ShardHandle::new(shard).write(op, timeout).await?;
+                Ok(GatewayReply::Written(result))
+            }
+            GatewayRequest::Get { id } => {
+                ensure_linearizable(&raft, shard, timeout).await?;
+                let job = self
+                    .inner
+                    .store
+                    .get_job(&id)
+                    .map_err(|e| ExecError::Internal(e.to_string()))?;
+                Ok(GatewayReply::Job(job))
+            }
+            GatewayRequest::List {
+                filter, after, limit, ..
+            } => {
+                ensure_linearizable(&raft, shard, timeout).await?;
+                let page = self
+                    .inner
+                    .store
+                    .list_jobs(shard, &filter, after.as_ref(), limit as usize)
+                    .map_err(|e| ExecError::Internal(e.to_string()))?;
+                Ok(GatewayReply::Page(page))
+            }
+        }
+    }
+
+    async fn forward(
+        &self,
+        node: NodeId,
+        request: &GatewayRequest,
+        timeout: Duration,
+    ) -> Result<GatewayReply, ExecError> {
+        let shard = request.shard();
+        let unavailable = |reason: String| ExecError::Unavailable { shard, reason };
+        let Some(cell) = ractor::pg::get_members(&gateway_group(node)).into_iter().next() else {
+            return Err(unavailable(format!("node {node} is not connected")));
+        };
+        let gateway: ActorRef<GatewayMsg> = cell.into();
+        let message = codec::encode(&Forwarded {
+            timeout_ms: timeout.as_millis() as u64,
+            request: request.clone(),
+        })
+        .map_err(|e| ExecError::Internal(e.to_string()))?;
+        let outcome = gateway
+            .call(|reply| GatewayMsg::Forward(message, reply), Some(timeout))
+            .await
+            .map_err(|e| unavailable(format!("forward to node {node}: {e}")))?;
+        match outcome {
+            ractor::rpc::CallResult::Success(bytes) => {
+                codec::decode::<Result<GatewayReply, ExecError>>(&bytes)
+                    .map_err(|e| ExecError::Internal(format!("reply from node {node}: {e}")))?
+            }
+            ractor::rpc::CallResult::Timeout => Err(unavailable(format!(
+                "node {node} did not answer within {timeout:?}"
+            ))),
+            ractor::rpc::CallResult::SenderError => {
+                Err(unavailable(format!("node {node} dropped the request")))
+            }
+        }
+    }
+}
+
+async fn ensure_linearizable(
+    raft: &sundial_raft::Raft,
+    shard: ShardId,
+    timeout: Duration,
+) -> Result<(), ExecError> {
+    use openraft::error::{CheckIsLeaderError, RaftError};
+    match tokio::time::timeout(timeout, raft.ensure_linearizable()).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => Err(ExecError::NotLeader {
+            shard,
+            leader: f.leader_id,
+        }),
+        Ok(Err(e)) => Err(ExecError::Unavailable {
+            shard,
+            reason: e.to_string(),
+        }),
+        Err(_) => Err(ExecError::Unavailable {
+            shard,
+            reason: format!("leadership not confirmed within {timeout:?}"),
+        }),
+    }
+}
+
+fn unexpected(reply: GatewayReply) -> Error {
+    Error::Internal(format!("unexpected reply {reply:?}"))
+}

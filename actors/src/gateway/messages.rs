@@ -1,0 +1,61 @@
+//! What gateways say to each other across nodes.
+//!
+//! Forwarded requests travel through `ractor_cluster` as opaque bytes produced
+//! by sundial-raft's codec, so every encoding stays in one versioned module.
+
+use ractor::RpcReplyPort;
+use ractor_cluster::RactorClusterMessage;
+use serde::{Deserialize, Serialize};
+use sundial_raft::store::{JobFilter, JobPage};
+use sundial_raft::types::{Op, OpResult};
+use sundial_raft::{Job, JobId, ShardId};
+
+/// The gateway actor's mailbox; the only remote-capable message in Sundial.
+#[derive(RactorClusterMessage)]
+pub enum GatewayMsg {
+    /// An encoded [`Forwarded`] from another node's gateway; the reply is an
+    /// encoded `Result<GatewayReply, ExecError>` (see `crate::error`).
+    #[rpc]
+    Forward(Vec<u8>, RpcReplyPort<Vec<u8>>),
+}
+
+/// A request forwarded to the node that leads its shard.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Forwarded {
+    /// How long the sender will wait, in ms; the receiver stops before that.
+    pub timeout_ms: u64,
+    pub request: GatewayRequest,
+}
+
+/// A request the shard leader executes.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum GatewayRequest {
+    /// Replicate an operation on `shard`.
+    Write { shard: ShardId, op: Op },
+    /// Linearizable read of one job.
+    Get { id: JobId },
+    /// Linearizable page of one shard.
+    List {
+        shard: ShardId,
+        filter: JobFilter,
+        after: Option<JobId>,
+        limit: u32,
+    },
+}
+
+impl GatewayRequest {
+    pub fn shard(&self) -> ShardId {
+        match self {
+            GatewayRequest::Write { shard, .. } | GatewayRequest::List { shard, .. } => *shard,
+            GatewayRequest::Get { id } => id.shard(),
+        }
+    }
+}
+
+/// The answer to a [`GatewayRequest`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum GatewayReply {
+    Written(OpResult),
+    Job(Option<Job>),
+    Page(JobPage),
+}

@@ -1,0 +1,21 @@
+//! Sundial's actors.
+//!
+//! Layout:
+//! - [`supervisor`]: `NodeSupervisor` → `ShardSupervisor` → one `ShardActor`
+//!   per local shard replica, plus the `Gateway`; restart policy with backoff
+//!   and an intensity limit.
+//! - [`shard`]: the shard actor (batching writes into Raft entries) and its
+//!   `ShardHandle`.
+//! - [`gateway`]: routing to shard leaders, forwarding across nodes over
+//!   `ractor_cluster`, retries inside the caller's deadline.
+//! - [`layout`]: the cluster's fixed shape and shard placement.
+
+pub mod error;
+pub mod gateway;
+pub mod layout;
+pub mod shard;
+pub mod supervisor;
+
+pub use error::{Error, ExecError};
+pub use gateway::GatewayHandle;
+pub use layout::{ClusterLayout, RaftTiming};

@@ -1,0 +1,172 @@
+//! `ShardSupervisor`: starts this node's Raft groups and one `ShardActor` per
+//! local shard, and restarts a failed shard actor with backoff. Too many
+//! failures inside the window escalate to the `NodeSupervisor`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+use sundial_raft::group::{initialize_if_pristine, start_group, GroupTiming};
+use sundial_raft::network::{PeerClients, RaftRegistry};
+use sundial_raft::store::NodeStore;
+use sundial_raft::{Raft, ShardId};
+
+use super::policy::{stopped_child, Decision, RestartPolicy, RestartTracker};
+use crate::layout::ClusterLayout;
+use crate::shard::{actor_name, ShardActor, ShardArgs};
+
+pub struct ShardSupervisor;
+
+pub struct ShardSupervisorArgs {
+    pub layout: ClusterLayout,
+    pub store: Arc<NodeStore>,
+    pub registry: Arc<RaftRegistry>,
+    pub peers: PeerClients,
+    pub policy: RestartPolicy,
+}
+
+pub enum ShardSupervisorMsg {
+    /// Start the actor of a shard again (sent after the backoff delay).
+    Restart(ShardId),
+}
+
+impl ractor::Message for ShardSupervisorMsg {}
+
+pub struct ShardSupervisorState {
+    rafts: BTreeMap<ShardId, Raft>,
+    children: HashMap<ActorId, ShardId>,
+    trackers: HashMap<ShardId, RestartTracker>,
+    policy: RestartPolicy,
+}
+
+impl Actor for ShardSupervisor {
+    type Msg = ShardSupervisorMsg;
+    type State = ShardSupervisorState;
+    type Arguments = ShardSupervisorArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<ShardSupervisorMsg>,
+        args: ShardSupervisorArgs,
+    ) -> Result<ShardSupervisorState, ActorProcessingErr> {
+        let layout = &args.layout;
+        let timing = GroupTiming {
+            heartbeat: layout.raft.heartbeat,
+            election_min: layout.raft.election_min,
+            election_max: layout.raft.election_max,
+            snapshot_every: layout.raft.snapshot_every,
+            logs_kept_after_snapshot: layout.raft.logs_kept_after_snapshot,
+        };
+        let mut rafts = BTreeMap::new();
+        for shard in layout.local_shards() {
+            let raft = start_group(&args.store, shard, layout.node_id, args.peers.clone(), timing).await?;
+            args.registry.insert(shard, raft.clone());
+            rafts.insert(shard, raft);
+        }
+        let mut state = ShardSupervisorState {
+            rafts,
+            children: HashMap::new(),
+            trackers: HashMap::new(),
+            policy: args.policy,
+        };
+        let shards: Vec<ShardId> = state.rafts.keys().copied().collect();
+        for shard in &shards {
+            spawn_child(&myself, &mut state, *shard).await?;
+        }
+        for shard in shards {
+            let members = layout
+                .members(shard)
+                .into_iter()
+                .filter_map(|id| layout.peer(id).map(|p| (id, p.clone())))
+                .collect();
+            if let Some(raft) = state.rafts.get(&shard) {
+                initialize_if_pristine(raft, shard, members).await?;
+            }
+        }
+        tracing::info!(shards = state.rafts.len(), "shard supervisor started");
+        Ok(state)
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<ShardSupervisorMsg>,
+        state: &mut ShardSupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        for (shard, raft) in &state.rafts {
+            if let Err(e) = raft.shutdown().await {
+                tracing::warn!(shard, error = %e, "raft group did not shut down cleanly");
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<ShardSupervisorMsg>,
+        msg: ShardSupervisorMsg,
+        state: &mut ShardSupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            ShardSupervisorMsg::Restart(shard) => {
+                if let Err(e) = spawn_child(&myself, state, shard).await {
+                    // The old actor's name may not be released yet: try again soon.
+                    tracing::warn!(shard, error = %e, "shard actor restart failed, retrying");
+                    let delay = state.policy.base_backoff;
+                    myself.send_after(delay, move || ShardSupervisorMsg::Restart(shard));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<ShardSupervisorMsg>,
+        event: SupervisionEvent,
+        state: &mut ShardSupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        let Some((child, why)) = stopped_child(&event) else {
+            return Ok(());
+        };
+        let Some(shard) = state.children.remove(&child) else {
+            return Ok(());
+        };
+        let tracker = state.trackers.entry(shard).or_default();
+        match tracker.on_failure(&state.policy, Instant::now()) {
+            Decision::RestartAfter(delay) => {
+                tracing::warn!(shard, reason = %why, ?delay, "shard actor failed, restarting");
+                myself.send_after(delay, move || ShardSupervisorMsg::Restart(shard));
+                Ok(())
+            }
+            Decision::Escalate => {
+                tracing::error!(shard, reason = %why, "shard actor keeps failing, escalating");
+                Err(format!(
+                    "shard {shard} actor failed {} times within {:?}: {why}",
+                    tracker.recent_failures(),
+                    state.policy.window
+                )
+                .into())
+            }
+        }
+    }
+}
+
+async fn spawn_child(
+    myself: &ActorRef<ShardSupervisorMsg>,
+    state: &mut ShardSupervisorState,
+    shard: ShardId,
+) -> Result<(), ActorProcessingErr> {
+    let Some(raft) = state.rafts.get(&shard).cloned() else {
+        return Err(format!("shard {shard} is not hosted here").into());
+    };
+    let (actor, _join) = Actor::spawn_linked(
+        Some(actor_name(shard)),
+        ShardActor,
+        ShardArgs { shard, raft },
+        myself.get_cell(),
+    )
+    .await?;
+    state.children.insert(actor.get_id(), shard);
+    Ok(())
+}

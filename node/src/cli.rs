@@ -1,0 +1,179 @@
+//! Command-line interface of the `sundial` binary.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(name = "sundial", version, about = "Sundial: a distributed job scheduler")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a one-node cluster with embedded defaults (no config file needed).
+    Dev {
+        /// Where the node keeps its data.
+        #[arg(long, default_value = "./sundial-data", env = "SUNDIAL_DATA_DIR")]
+        data_dir: PathBuf,
+        /// Where clients connect.
+        #[arg(long, default_value = "127.0.0.1:7070")]
+        listen: String,
+    },
+    /// Run one member of a cluster described by a config file.
+    Serve {
+        /// The cluster config (see cluster.toml).
+        #[arg(long, env = "SUNDIAL_CONFIG")]
+        config: PathBuf,
+        /// This node's id in the config.
+        #[arg(long, env = "SUNDIAL_NODE")]
+        node: u64,
+        /// Overrides the node's data directory.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Overrides cluster.cookie.
+        #[arg(long)]
+        cookie: Option<String>,
+        /// Overrides limits.max_payload_bytes.
+        #[arg(long)]
+        max_payload_bytes: Option<usize>,
+    },
+    /// Submit, read, cancel and list jobs.
+    Job {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: JobCommand,
+    },
+    /// Inspect the cluster.
+    Cluster {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+    /// Measure a running cluster.
+    Bench {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ClientArgs {
+    /// Node to talk to.
+    #[arg(long, global = true, env = "SUNDIAL_ADDR", default_value = "127.0.0.1:7070")]
+    pub addr: String,
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    /// Request deadline.
+    #[arg(long, global = true, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum JobCommand {
+    /// Submit a job; prints its id alone on stdout.
+    Submit {
+        /// Queue to put the job on.
+        #[arg(long)]
+        queue: String,
+        /// Payload text, or @FILE to read it from a file (@- reads stdin).
+        #[arg(long, default_value = "")]
+        payload: String,
+        /// Tenant (default "default").
+        #[arg(long, default_value = "")]
+        namespace: String,
+        /// Run after this delay, e.g. 30s, 5m.
+        #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "at")]
+        delay: Option<std::time::Duration>,
+        /// Run at this time (RFC 3339, e.g. 2026-12-24T18:00:00Z).
+        #[arg(long)]
+        at: Option<String>,
+        /// Higher runs first inside a queue.
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+        priority: i32,
+        /// A header KEY=VALUE handed to the worker; repeatable.
+        #[arg(long = "header", value_name = "KEY=VALUE")]
+        headers: Vec<String>,
+    },
+    /// Show one job.
+    Get {
+        id: String,
+        /// Read this node's replica instead of the shard leader (maybe stale).
+        #[arg(long)]
+        local: bool,
+    },
+    /// Cancel a job that has not finished.
+    Cancel { id: String },
+    /// List jobs.
+    List {
+        #[arg(long, default_value = "")]
+        namespace: String,
+        #[arg(long, default_value = "")]
+        queue: String,
+        /// scheduled, ready, leased, succeeded, dead or cancelled.
+        #[arg(long)]
+        state: Option<String>,
+        /// Jobs per page.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Continue from a previous page's token.
+        #[arg(long, default_value = "")]
+        page_token: String,
+        /// Read this node's replicas instead of the shard leaders.
+        #[arg(long)]
+        local: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// Nodes, shards, leaders and health.
+    Status,
+    /// Wait until the node answers and every shard it hosts has a leader;
+    /// exits 1 if that does not happen within --within.
+    WaitReady {
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        within: std::time::Duration,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Submit throughput and latency at several concurrency levels.
+    Submit(LoadArgs),
+    /// The same load as `submit`, as etcd v3 puts against an etcd cluster
+    /// (--targets are etcd client URLs' host:port), for comparison.
+    EtcdPut(LoadArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct LoadArgs {
+    /// Concurrent clients per run, comma-separated.
+    #[arg(long, default_value = "1,16,64,256", value_delimiter = ',')]
+    pub clients: Vec<usize>,
+    /// Length of each run.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: std::time::Duration,
+    /// Payload (value) size in bytes.
+    #[arg(long, default_value_t = 100)]
+    pub payload_bytes: usize,
+    /// Nodes to spread clients over (default: --addr only), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub targets: Vec<String>,
+    /// Queue to submit to.
+    #[arg(long, default_value = "bench")]
+    pub queue: String,
+}

@@ -1,0 +1,321 @@
+//! Client subcommands, built on the Rust SDK.
+
+use std::io::Read;
+
+use sundial_sdk::proto::{self, JobState};
+use sundial_sdk::{Client, ListJobs, NewJob};
+
+use crate::cli::{ClientArgs, ClusterCommand, JobCommand, Output};
+
+/// A failure the CLI reports as one line; `usage` ones exit with 2.
+#[derive(Debug)]
+pub struct CliError {
+    pub message: String,
+    pub usage: bool,
+}
+
+impl CliError {
+    pub fn usage(message: impl Into<String>) -> CliError {
+        CliError {
+            message: message.into(),
+            usage: true,
+        }
+    }
+}
+
+impl From<sundial_sdk::Error> for CliError {
+    fn from(e: sundial_sdk::Error) -> Self {
+        CliError {
+            message: e.to_string(),
+            usage: false,
+        }
+    }
+}
+
+pub async fn connect(args: &ClientArgs) -> Result<Client, CliError> {
+    Ok(Client::connect(&args.addr).await?.with_timeout(args.timeout))
+}
+
+fn read_payload(spec: &str) -> Result<Vec<u8>, CliError> {
+    let Some(path) = spec.strip_prefix('@') else {
+        return Ok(spec.as_bytes().to_vec());
+    };
+    if path == "-" {
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .map_err(|e| CliError::usage(format!("--payload @-: cannot read stdin: {e}")))?;
+        return Ok(buf);
+    }
+    std::fs::read(path).map_err(|e| CliError::usage(format!("--payload @{path}: {e}")))
+}
+
+fn parse_state(text: &str) -> Result<JobState, CliError> {
+    match text.to_ascii_lowercase().as_str() {
+        "scheduled" => Ok(JobState::Scheduled),
+        "ready" => Ok(JobState::Ready),
+        "leased" => Ok(JobState::Leased),
+        "succeeded" => Ok(JobState::Succeeded),
+        "dead" => Ok(JobState::Dead),
+        "cancelled" | "canceled" => Ok(JobState::Cancelled),
+        other => Err(CliError::usage(format!(
+            "--state {other:?}: expected scheduled, ready, leased, succeeded, dead or cancelled"
+        ))),
+    }
+}
+
+fn state_name(state: i32) -> &'static str {
+    match JobState::try_from(state) {
+        Ok(JobState::Scheduled) => "scheduled",
+        Ok(JobState::Ready) => "ready",
+        Ok(JobState::Leased) => "leased",
+        Ok(JobState::Succeeded) => "succeeded",
+        Ok(JobState::Dead) => "dead",
+        Ok(JobState::Cancelled) => "cancelled",
+        _ => "unknown",
+    }
+}
+
+fn time_text(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_else(|| ms.to_string())
+}
+
+fn job_json(job: &proto::Job) -> serde_json::Value {
+    serde_json::json!({
+        "id": job.id,
+        "shard": job.shard,
+        "namespace": job.namespace,
+        "queue": job.queue,
+        "state": state_name(job.state),
+        "priority": job.priority,
+        "attempts": job.attempts,
+        "run_at": time_text(job.run_at_ms),
+        "created_at": time_text(job.created_at_ms),
+        "updated_at": time_text(job.updated_at_ms),
+        "headers": job.headers,
+        "payload": String::from_utf8_lossy(&job.payload),
+    })
+}
+
+fn print_job(job: &proto::Job, output: Output) {
+    match output {
+        Output::Json => println!("{}", job_json(job)),
+        Output::Table => {
+            let payload = String::from_utf8_lossy(&job.payload);
+            let shown: String = payload.chars().take(200).collect();
+            println!("id:         {}", job.id);
+            println!("shard:      {}", job.shard);
+            println!("namespace:  {}", job.namespace);
+            println!("queue:      {}", job.queue);
+            println!("state:      {}", state_name(job.state));
+            println!("priority:   {}", job.priority);
+            println!("attempts:   {}", job.attempts);
+            println!("run_at:     {}", time_text(job.run_at_ms));
+            println!("created_at: {}", time_text(job.created_at_ms));
+            println!("updated_at: {}", time_text(job.updated_at_ms));
+            for (k, v) in &job.headers {
+                println!("header:     {k}={v}");
+            }
+            println!(
+                "payload:    {shown}{}",
+                if payload.chars().count() > 200 { "…" } else { "" }
+            );
+        }
+    }
+}
+
+pub async fn job(args: ClientArgs, command: JobCommand) -> Result<(), CliError> {
+    match command {
+        JobCommand::Submit {
+            queue,
+            payload,
+            namespace,
+            delay,
+            at,
+            priority,
+            headers,
+        } => {
+            let payload = read_payload(&payload)?;
+            let mut job = NewJob::new(queue, payload)
+                .namespace(namespace)
+                .priority(priority);
+            if let Some(delay) = delay {
+                job = job.delay_ms(delay.as_millis() as u64);
+            }
+            if let Some(at) = at {
+                let when = chrono::DateTime::parse_from_rfc3339(&at)
+                    .map_err(|e| CliError::usage(format!("--at {at:?}: {e} (expected RFC 3339)")))?;
+                job = job.run_at_ms(when.timestamp_millis());
+            }
+            for header in headers {
+                let (k, v) = header
+                    .split_once('=')
+                    .ok_or_else(|| CliError::usage(format!("--header {header:?}: expected KEY=VALUE")))?;
+                job = job.header(k, v);
+            }
+            let mut client = connect(&args).await?;
+            let id = client.submit(job).await?;
+            println!("{id}");
+        }
+        JobCommand::Get { id, local } => {
+            let mut client = connect(&args).await?;
+            let consistency = if local {
+                proto::ReadConsistency::Local
+            } else {
+                proto::ReadConsistency::Unspecified
+            };
+            let job = client.get_job_with(&id, consistency).await?;
+            print_job(&job, args.output);
+        }
+        JobCommand::Cancel { id } => {
+            let mut client = connect(&args).await?;
+            let job = client.cancel_job(&id).await?;
+            print_job(&job, args.output);
+        }
+        JobCommand::List {
+            namespace,
+            queue,
+            state,
+            limit,
+            page_token,
+            local,
+        } => {
+            let state = state.as_deref().map(parse_state).transpose()?;
+            let mut client = connect(&args).await?;
+            let page = client
+                .list_jobs(ListJobs {
+                    namespace,
+                    queue,
+                    state,
+                    page_size: limit,
+                    page_token,
+                    local,
+                })
+                .await?;
+            match args.output {
+                Output::Json => {
+                    let jobs: Vec<_> = page.jobs.iter().map(job_json).collect();
+                    println!(
+                        "{}",
+                        serde_json::json!({"jobs": jobs, "next_page_token": page.next_page_token})
+                    );
+                }
+                Output::Table => {
+                    println!(
+                        "{:<32}  {:<10}  {:<16}  {:<24}  {:>8}",
+                        "ID", "STATE", "QUEUE", "RUN AT", "ATTEMPTS"
+                    );
+                    for job in &page.jobs {
+                        println!(
+                            "{:<32}  {:<10}  {:<16}  {:<24}  {:>8}",
+                            job.id,
+                            state_name(job.state),
+                            job.queue,
+                            time_text(job.run_at_ms),
+                            job.attempts
+                        );
+                    }
+                    if !page.next_page_token.is_empty() {
+                        eprintln!("more: --page-token {}", page.next_page_token);
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn cluster(args: ClientArgs, command: ClusterCommand) -> Result<(), CliError> {
+    match command {
+        ClusterCommand::WaitReady { within } => {
+            let deadline = std::time::Instant::now() + within;
+            loop {
+                let last = match Client::connect(&args.addr).await {
+                    Ok(client) => match client.with_timeout(args.timeout).cluster_info().await {
+                        Ok(info) if info.healthy => return Ok(()),
+                        Ok(info) => {
+                            let leaderless = info.shards.iter().filter(|s| !s.healthy).count();
+                            format!("{leaderless} shards without a leader")
+                        }
+                        Err(e) => e.to_string(),
+                    },
+                    Err(e) => e.to_string(),
+                };
+                if std::time::Instant::now() >= deadline {
+                    return Err(CliError {
+                        message: format!(
+                            "{} not ready within {}: {last}",
+                            args.addr,
+                            humantime::format_duration(within)
+                        ),
+                        usage: false,
+                    });
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+        ClusterCommand::Status => {
+            let mut client = connect(&args).await?;
+            let info = client.cluster_info().await?;
+            match args.output {
+                Output::Json => {
+                    let nodes: Vec<_> = info
+                        .nodes
+                        .iter()
+                        .map(|n| serde_json::json!({"id": n.id, "client_addr": n.client_addr, "raft_addr": n.raft_addr, "reachable": n.reachable}))
+                        .collect();
+                    let shards: Vec<_> = info
+                        .shards
+                        .iter()
+                        .map(|s| serde_json::json!({"shard": s.shard, "leader": s.leader, "term": s.term, "members": s.members, "last_applied": s.last_applied, "healthy": s.healthy}))
+                        .collect();
+                    println!(
+                        "{}",
+                        serde_json::json!({"node_id": info.node_id, "healthy": info.healthy, "shard_count": info.shard_count, "nodes": nodes, "shards": shards})
+                    );
+                }
+                Output::Table => {
+                    println!(
+                        "answered by node {} — cluster {}",
+                        info.node_id,
+                        if info.healthy { "healthy" } else { "DEGRADED" }
+                    );
+                    println!("{:<6}  {:<22}  {:<22}  REACHABLE", "NODE", "CLIENT", "RAFT");
+                    for n in &info.nodes {
+                        println!(
+                            "{:<6}  {:<22}  {:<22}  {}",
+                            n.id,
+                            n.client_addr,
+                            n.raft_addr,
+                            if n.reachable { "yes" } else { "no" }
+                        );
+                    }
+                    println!(
+                        "{:<6}  {:<7}  {:<6}  {:<12}  {:<10}  HEALTHY",
+                        "SHARD", "LEADER", "TERM", "APPLIED", "MEMBERS"
+                    );
+                    for s in &info.shards {
+                        let members: Vec<String> = s.members.iter().map(|m| m.to_string()).collect();
+                        let leader = if s.leader == 0 {
+                            "-".to_string()
+                        } else {
+                            s.leader.to_string()
+                        };
+                        println!(
+                            "{:<6}  {:<7}  {:<6}  {:<12}  {:<10}  {}",
+                            s.shard,
+                            leader,
+                            s.term,
+                            s.last_applied,
+                            members.join(","),
+                            if s.healthy { "yes" } else { "no" }
+                        );
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,17 @@
+//! The `sundial` binary's library half: config, wiring, gRPC services and the
+//! CLI. Only this crate reads files or env, binds sockets, or installs the
+//! tracing subscriber.
+//!
+//! Layout:
+//! - [`config`]: `cluster.toml` → `SUNDIAL_*` env → flags, validated up front.
+//! - [`server`]: starts a node: storage, Raft transport, actor plane, actors,
+//!   client gRPC (jobs, cluster, health, reflection).
+//! - [`actor_plane`]: the `ractor_cluster` node server and peer dialing.
+//! - [`cli`], [`commands`], [`bench`]: the command line.
+
+pub mod actor_plane;
+pub mod bench;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod server;

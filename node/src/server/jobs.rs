@@ -1,0 +1,360 @@
+//! `JobService`: validates requests, mints job ids, and hands them to the
+//! gateway. Nothing is written unless the request is valid.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use sundial_actors::GatewayHandle;
+use sundial_proto::v1 as pb;
+use sundial_proto::v1::job_service_server::JobService;
+use sundial_raft::store::JobFilter;
+use sundial_raft::{Job, JobId, JobState};
+use tonic::{Request, Response, Status};
+
+use super::status::{from_gateway, invalid};
+use crate::config::NodeConfig;
+
+/// Longest queue or namespace name, in bytes.
+const MAX_NAME_BYTES: usize = 128;
+const MAX_HEADERS: usize = 64;
+const MAX_HEADER_KEY_BYTES: usize = 128;
+const MAX_HEADER_VALUE_BYTES: usize = 4096;
+const DEFAULT_PAGE_SIZE: u32 = 100;
+const MAX_PAGE_SIZE: u32 = 1000;
+const DEFAULT_NAMESPACE: &str = "default";
+
+pub struct JobApi {
+    cfg: Arc<NodeConfig>,
+    gateway: GatewayHandle,
+}
+
+impl JobApi {
+    pub fn new(cfg: Arc<NodeConfig>, gateway: GatewayHandle) -> JobApi {
+        JobApi { cfg, gateway }
+    }
+
+    fn deadline<T>(&self, request: &Request<T>) -> Instant {
+        let asked = request
+            .metadata()
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_grpc_timeout);
+        // Leave a little of the client's budget for the answer to travel.
+        let budget = self.cfg.request_timeout(asked);
+        Instant::now() + budget.saturating_sub(budget / 20)
+    }
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Parses gRPC's `grpc-timeout` header: digits then a unit letter.
+fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// Checks a namespace or queue name; `None` when it is valid.
+fn check_name(field: &str, value: &str) -> Result<(), Status> {
+    if value.is_empty() {
+        return Err(invalid(field, "must not be empty"));
+    }
+    if value.len() > MAX_NAME_BYTES {
+        return Err(invalid(
+            field,
+            format!("is {} bytes, at most {MAX_NAME_BYTES}", value.len()),
+        ));
+    }
+    if let Some(c) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(invalid(
+            field,
+            format!("{value:?} contains {c:?}; allowed are A-Z a-z 0-9 . _ -"),
+        ));
+    }
+    Ok(())
+}
+
+fn namespace_or_default(value: &str) -> Result<String, Status> {
+    if value.is_empty() {
+        return Ok(DEFAULT_NAMESPACE.to_string());
+    }
+    check_name("namespace", value)?;
+    Ok(value.to_string())
+}
+
+fn parse_id(field: &str, value: &str, shard_count: u32) -> Result<JobId, Status> {
+    let id: JobId = value.parse().map_err(|e| invalid(field, e))?;
+    if id.shard() >= shard_count {
+        return Err(invalid(
+            field,
+            format!(
+                "{value:?} names shard {}, but the cluster has {shard_count}",
+                id.shard()
+            ),
+        ));
+    }
+    Ok(id)
+}
+
+pub fn state_to_proto(state: JobState) -> pb::JobState {
+    match state {
+        JobState::Scheduled => pb::JobState::Scheduled,
+        JobState::Ready => pb::JobState::Ready,
+        JobState::Leased => pb::JobState::Leased,
+        JobState::Succeeded => pb::JobState::Succeeded,
+        JobState::Dead => pb::JobState::Dead,
+        JobState::Cancelled => pb::JobState::Cancelled,
+    }
+}
+
+fn state_from_proto(value: i32) -> Result<Option<JobState>, Status> {
+    let state =
+        pb::JobState::try_from(value).map_err(|_| invalid("state", format!("{value} is not a job state")))?;
+    Ok(match state {
+        pb::JobState::Unspecified => None,
+        pb::JobState::Scheduled => Some(JobState::Scheduled),
+        pb::JobState::Ready => Some(JobState::Ready),
+        pb::JobState::Leased => Some(JobState::Leased),
+        pb::JobState::Succeeded => Some(JobState::Succeeded),
+        pb::JobState::Dead => Some(JobState::Dead),
+        pb::JobState::Cancelled => Some(JobState::Cancelled),
+    })
+}
+
+fn is_local(consistency: i32) -> Result<bool, Status> {
+    match pb::ReadConsistency::try_from(consistency) {
+        Ok(pb::ReadConsistency::Unspecified) => Ok(false),
+        Ok(pb::ReadConsistency::Local) => Ok(true),
+        Err(_) => Err(invalid(
+            "consistency",
+            format!("{consistency} is not a read consistency"),
+        )),
+    }
+}
+
+pub fn job_to_proto(job: Job) -> pb::Job {
+    pb::Job {
+        id: job.id.to_string(),
+        shard: job.id.shard(),
+        namespace: job.namespace,
+        queue: job.queue,
+        payload: job.payload,
+        headers: job.headers.into_iter().collect(),
+        run_at_ms: job.run_at_ms,
+        priority: job.priority,
+        state: state_to_proto(job.state) as i32,
+        attempts: job.attempts,
+        created_at_ms: job.created_at_ms,
+        updated_at_ms: job.updated_at_ms,
+    }
+}
+
+impl JobApi {
+    /// Turns a submit request into a job, or says precisely what is wrong.
+    fn build_job(&self, req: pb::SubmitJobRequest) -> Result<Job, Status> {
+        let namespace = namespace_or_default(&req.namespace)?;
+        check_name("queue", &req.queue)?;
+        let limit = self.cfg.limits.max_payload_bytes;
+        if req.payload.len() > limit {
+            return Err(invalid(
+                "payload",
+                format!("is {} bytes, the limit is {limit} bytes", req.payload.len()),
+            ));
+        }
+        if req.headers.len() > MAX_HEADERS {
+            return Err(invalid(
+                "headers",
+                format!("{} headers, at most {MAX_HEADERS}", req.headers.len()),
+            ));
+        }
+        for (key, value) in &req.headers {
+            if key.is_empty() || key.len() > MAX_HEADER_KEY_BYTES {
+                return Err(invalid(
+                    "headers",
+                    format!("key {key:?} must be 1..={MAX_HEADER_KEY_BYTES} bytes"),
+                ));
+            }
+            if value.len() > MAX_HEADER_VALUE_BYTES {
+                return Err(invalid(
+                    "headers",
+                    format!("value of {key:?} is over {MAX_HEADER_VALUE_BYTES} bytes"),
+                ));
+            }
+        }
+        if req.run_at_ms != 0 && req.delay_ms != 0 {
+            return Err(invalid("run_at_ms", "set either run_at_ms or delay_ms, not both"));
+        }
+        if req.run_at_ms < 0 {
+            return Err(invalid("run_at_ms", format!("{} is before 1970", req.run_at_ms)));
+        }
+        let now = now_ms();
+        let delay = i64::try_from(req.delay_ms).map_err(|_| invalid("delay_ms", "is too large"))?;
+        let run_at_ms = match (req.run_at_ms, delay) {
+            (0, 0) => now,
+            (0, d) => now
+                .checked_add(d)
+                .ok_or_else(|| invalid("delay_ms", "is too large"))?,
+            (at, _) => at,
+        };
+        let shard_count = self.gateway.layout().shard_count;
+        let shard = rand::random::<u32>() % shard_count;
+        let id = JobId::new(shard, now as u64, rand::random());
+        Ok(Job {
+            id,
+            namespace,
+            queue: req.queue,
+            payload: req.payload,
+            headers: req.headers.into_iter().collect(),
+            run_at_ms,
+            priority: req.priority,
+            state: if run_at_ms <= now {
+                JobState::Ready
+            } else {
+                JobState::Scheduled
+            },
+            attempts: 0,
+            created_at_ms: now,
+            updated_at_ms: now,
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl JobService for JobApi {
+    async fn submit_job(
+        &self,
+        request: Request<pb::SubmitJobRequest>,
+    ) -> Result<Response<pb::SubmitJobResponse>, Status> {
+        let deadline = self.deadline(&request);
+        let job = self.build_job(request.into_inner())?;
+        let job = self.gateway.submit(job, deadline).await.map_err(from_gateway)?;
+        Ok(Response::new(pb::SubmitJobResponse {
+            id: job.id.to_string(),
+            shard: job.id.shard(),
+        }))
+    }
+
+    async fn get_job(
+        &self,
+        request: Request<pb::GetJobRequest>,
+    ) -> Result<Response<pb::GetJobResponse>, Status> {
+        let deadline = self.deadline(&request);
+        let req = request.into_inner();
+        let id = parse_id("id", &req.id, self.gateway.layout().shard_count)?;
+        let local = is_local(req.consistency)?;
+        let job = self
+            .gateway
+            .get(id, local, deadline)
+            .await
+            .map_err(from_gateway)?;
+        Ok(Response::new(pb::GetJobResponse {
+            job: Some(job_to_proto(job)),
+        }))
+    }
+
+    async fn cancel_job(
+        &self,
+        request: Request<pb::CancelJobRequest>,
+    ) -> Result<Response<pb::CancelJobResponse>, Status> {
+        let deadline = self.deadline(&request);
+        let req = request.into_inner();
+        let id = parse_id("id", &req.id, self.gateway.layout().shard_count)?;
+        let job = self
+            .gateway
+            .cancel(id, now_ms(), deadline)
+            .await
+            .map_err(from_gateway)?;
+        Ok(Response::new(pb::CancelJobResponse {
+            job: Some(job_to_proto(job)),
+        }))
+    }
+
+    async fn list_jobs(
+        &self,
+        request: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let deadline = self.deadline(&request);
+        let req = request.into_inner();
+        let namespace = namespace_or_default(&req.namespace)?;
+        let queue = if req.queue.is_empty() {
+            None
+        } else {
+            check_name("queue", &req.queue)?;
+            Some(req.queue)
+        };
+        let state = state_from_proto(req.state)?;
+        let page_size = match req.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n if n > MAX_PAGE_SIZE => {
+                return Err(invalid(
+                    "page_size",
+                    format!("{n} is over the limit of {MAX_PAGE_SIZE}"),
+                ))
+            }
+            n => n,
+        };
+        let after = if req.page_token.is_empty() {
+            None
+        } else {
+            Some(parse_id(
+                "page_token",
+                &req.page_token,
+                self.gateway.layout().shard_count,
+            )?)
+        };
+        let local = is_local(req.consistency)?;
+        let filter = JobFilter {
+            namespace,
+            queue,
+            state,
+        };
+        let page = self
+            .gateway
+            .list(filter, after, page_size, local, deadline)
+            .await
+            .map_err(from_gateway)?;
+        Ok(Response::new(pb::ListJobsResponse {
+            jobs: page.jobs.into_iter().map(job_to_proto).collect(),
+            next_page_token: page.next.map(|id| id.to_string()).unwrap_or_default(),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse() {
+        assert_eq!(parse_grpc_timeout("100m"), Some(Duration::from_millis(100)));
+        assert_eq!(parse_grpc_timeout("5S"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_grpc_timeout("x"), None);
+        assert_eq!(parse_grpc_timeout(""), None);
+    }
+
+    #[test]
+    fn names_are_checked_with_the_field_named() {
+        assert!(check_name("queue", "emails.v2_high-prio").is_ok());
+        let empty = check_name("queue", "").expect_err("empty");
+        assert_eq!(empty.message(), "queue: must not be empty");
+        let bad = check_name("queue", "a b").expect_err("space");
+        assert!(bad.message().starts_with("queue: "), "{}", bad.message());
+        assert!(check_name("namespace", &"x".repeat(129)).is_err());
+    }
+}

@@ -1,0 +1,198 @@
+//! Wiring of a running node: storage, the internal Raft service, the actor
+//! plane, the supervision tree, and the client gRPC services.
+
+mod cluster;
+mod jobs;
+mod status;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::Actor;
+use sundial_actors::supervisor::{NodeSupervisor, NodeSupervisorArgs, RestartPolicy};
+use sundial_actors::GatewayHandle;
+use sundial_proto::v1::cluster_service_server::ClusterServiceServer;
+use sundial_proto::v1::job_service_server::JobServiceServer;
+use sundial_proto::v1::raft_service_server::RaftServiceServer;
+use sundial_raft::network::{PeerClients, RaftRegistry, RaftServer, MAX_RAFT_MESSAGE_BYTES};
+use sundial_raft::store::NodeStore;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::actor_plane::ActorPlane;
+use crate::config::NodeConfig;
+
+pub use jobs::JobApi;
+
+/// A node running in this process.
+pub struct Node {
+    /// Where clients connect (the bound address, also when port 0 was asked).
+    pub client_addr: SocketAddr,
+    /// Where peers send Raft messages.
+    pub raft_addr: SocketAddr,
+    pub gateway: GatewayHandle,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Node {
+    /// Starts a node from a validated config and returns once it listens.
+    pub async fn start(cfg: NodeConfig) -> anyhow::Result<Node> {
+        let store = NodeStore::open(&cfg.data_dir)
+            .map_err(|e| anyhow::anyhow!("cannot open data dir {}: {e}", cfg.data_dir.display()))?;
+        let registry = Arc::new(RaftRegistry::default());
+        let (shutdown, shutdown_rx) = watch::channel(false);
+
+        // Raft first, so peers can reach our groups as soon as they exist.
+        let raft_listener = TcpListener::bind(cfg.raft_addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen for raft on {}: {e}", cfg.raft_addr))?;
+        let raft_addr = raft_listener.local_addr()?;
+        let raft_service = RaftServiceServer::new(RaftServer::new(registry.clone()))
+            .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
+        let raft_server = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(raft_service)
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(raft_listener),
+                wait_for(shutdown_rx.clone()),
+            );
+
+        let plane = ActorPlane::start(
+            cfg.layout.node_id,
+            cfg.cookie.clone(),
+            cfg.actor_addr,
+            cfg.actor_peers.clone(),
+            shutdown_rx.clone(),
+        )
+        .await?;
+
+        let mut layout = cfg.layout.clone();
+        if let Some(me) = layout.nodes.get_mut(&layout.node_id) {
+            me.raft_addr = raft_addr.to_string();
+        }
+        let gateway = GatewayHandle::new(layout.clone(), store.clone(), registry.clone());
+        let (supervisor, supervisor_done) = Actor::spawn(
+            Some("node-supervisor".into()),
+            NodeSupervisor,
+            NodeSupervisorArgs {
+                layout,
+                store,
+                registry,
+                peers: PeerClients::default(),
+                policy: RestartPolicy::default(),
+                gateway: gateway.clone(),
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot start the node's actors: {e}"))?;
+
+        let client_listener = TcpListener::bind(cfg.client_addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen for clients on {}: {e}", cfg.client_addr))?;
+        let client_addr = client_listener.local_addr()?;
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<JobServiceServer<JobApi>>().await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(sundial_proto::v1::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let cfg = Arc::new(cfg);
+        let max_message = cfg.limits.max_payload_bytes * 2 + (1 << 20);
+        let job_service = JobServiceServer::new(JobApi::new(cfg.clone(), gateway.clone()))
+            .max_decoding_message_size(max_message)
+            .max_encoding_message_size(64 << 20);
+        let cluster_service = ClusterServiceServer::new(cluster::ClusterApi::new(gateway.clone()));
+        let client_server = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(job_service)
+            .add_service(cluster_service)
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(client_listener),
+                wait_for(shutdown_rx.clone()),
+            );
+
+        tracing::info!(
+            node = cfg.layout.node_id,
+            %client_addr,
+            %raft_addr,
+            actor_addr = %cfg.actor_addr,
+            data_dir = %cfg.data_dir.display(),
+            "node listening"
+        );
+        spawn_ready_reporter(gateway.clone(), shutdown_rx.clone());
+
+        let mut stop_rx = shutdown_rx;
+        let task = tokio::spawn(async move {
+            let raft_task = tokio::spawn(raft_server);
+            let client_task = tokio::spawn(client_server);
+            let mut supervisor_done = supervisor_done;
+            let outcome = tokio::select! {
+                _ = wait_for(stop_rx.clone()) => Ok(()),
+                _ = &mut supervisor_done => Err(anyhow::anyhow!("the node's supervision tree stopped")),
+            };
+            // Stop taking requests, then stop the actors (which shuts the
+            // Raft groups down), then the transports.
+            let _ = stop_rx.borrow_and_update();
+            supervisor.stop(Some("node shutting down".into()));
+            let _ = tokio::time::timeout(Duration::from_secs(10), supervisor_done).await;
+            plane.stop();
+            client_task.abort();
+            raft_task.abort();
+            outcome
+        });
+        Ok(Node {
+            client_addr,
+            raft_addr,
+            gateway,
+            shutdown,
+            task,
+        })
+    }
+
+    /// Runs until the node stops by itself (its supervision tree failed).
+    pub async fn wait(&mut self) -> anyhow::Result<()> {
+        (&mut self.task).await?
+    }
+
+    /// Stops the node and waits for it.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        self.wait().await
+    }
+
+    pub fn trigger_shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+async fn wait_for(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow_and_update() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Logs once every local shard has a leader: the node is fully usable.
+fn spawn_ready_reporter(gateway: GatewayHandle, shutdown: watch::Receiver<bool>) {
+    // Ends on its own once the node is ready or shutting down.
+    tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        loop {
+            let shards = gateway.shards();
+            if !shards.is_empty() && shards.iter().all(|s| s.leader.is_some()) {
+                tracing::info!(elapsed = ?started.elapsed(), shards = shards.len(), "every shard has a leader: ready");
+                return;
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+}

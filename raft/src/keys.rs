@@ -1,0 +1,173 @@
+//! Big-endian RocksDB keys. Every key starts with its shard, so one shard's
+//! data is one contiguous range and scans come out in order.
+//!
+//! Column family `log`:  shard u32 | index u64              → encoded Entry
+//! Column family `meta`: shard u32 | tag                    → encoded value
+//! Column family `sm`:   shard u32 | kind u8 | rest         → see below
+//!   kind `J`  | job id (16)                                → encoded Job
+//!   kind `T`  | run_at (u64, sign-flipped) | job id        → () time index
+//!   kind `Q`  | ns len u8 | ns | queue len u8 | queue | id → state code (list index)
+//!   kind `N`  | ns len u8 | ns | id                        → state code (list index)
+//!   kind `A`  applied log id; kind `M` last membership (state machine meta)
+
+use crate::job::{JobId, ShardId};
+
+pub const CF_LOG: &str = "log";
+pub const CF_META: &str = "meta";
+pub const CF_SM: &str = "sm";
+
+pub const META_VOTE: u8 = b'v';
+pub const META_COMMITTED: u8 = b'c';
+pub const META_PURGED: u8 = b'p';
+
+pub const SM_JOB: u8 = b'J';
+pub const SM_TIME: u8 = b'T';
+pub const SM_QUEUE: u8 = b'Q';
+pub const SM_NAMESPACE: u8 = b'N';
+pub const SM_APPLIED: u8 = b'A';
+pub const SM_MEMBERSHIP: u8 = b'M';
+
+pub fn log_key(shard: ShardId, index: u64) -> [u8; 12] {
+    let mut k = [0u8; 12];
+    k[..4].copy_from_slice(&shard.to_be_bytes());
+    k[4..].copy_from_slice(&index.to_be_bytes());
+    k
+}
+
+/// Decodes the index of a `log` key of any shard.
+pub fn log_index(key: &[u8]) -> Option<u64> {
+    let bytes: [u8; 8] = key.get(4..12)?.try_into().ok()?;
+    Some(u64::from_be_bytes(bytes))
+}
+
+pub fn meta_key(shard: ShardId, tag: u8) -> [u8; 5] {
+    let mut k = [0u8; 5];
+    k[..4].copy_from_slice(&shard.to_be_bytes());
+    k[4] = tag;
+    k
+}
+
+/// The first key of a shard's range in any column family.
+pub fn shard_start(shard: ShardId) -> Vec<u8> {
+    shard.to_be_bytes().to_vec()
+}
+
+/// The first key after a shard's range (exclusive end).
+pub fn shard_end(shard: ShardId) -> Vec<u8> {
+    (u64::from(shard) + 1)
+        .to_be_bytes()
+        .get(4..)
+        .map(|b| b.to_vec())
+        .unwrap_or_default()
+}
+
+pub fn sm_key(shard: ShardId, kind: u8) -> Vec<u8> {
+    let mut k = Vec::with_capacity(32);
+    k.extend_from_slice(&shard.to_be_bytes());
+    k.push(kind);
+    k
+}
+
+pub fn job_key(id: &JobId) -> Vec<u8> {
+    let mut k = sm_key(id.shard(), SM_JOB);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+/// Maps i64 to u64 preserving order, so negative times sort first.
+fn ordered_i64(v: i64) -> u64 {
+    (v as u64) ^ (1 << 63)
+}
+
+pub fn time_key(run_at_ms: i64, id: &JobId) -> Vec<u8> {
+    let mut k = sm_key(id.shard(), SM_TIME);
+    k.extend_from_slice(&ordered_i64(run_at_ms).to_be_bytes());
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn push_short(k: &mut Vec<u8>, s: &str) {
+    // Names are validated to at most 128 bytes before they reach storage.
+    let len = s.len().min(255);
+    k.push(len as u8);
+    k.extend_from_slice(&s.as_bytes()[..len]);
+}
+
+pub fn queue_prefix(shard: ShardId, namespace: &str, queue: &str) -> Vec<u8> {
+    let mut k = sm_key(shard, SM_QUEUE);
+    push_short(&mut k, namespace);
+    push_short(&mut k, queue);
+    k
+}
+
+pub fn namespace_prefix(shard: ShardId, namespace: &str) -> Vec<u8> {
+    let mut k = sm_key(shard, SM_NAMESPACE);
+    push_short(&mut k, namespace);
+    k
+}
+
+/// Appends a job id to an index prefix.
+pub fn with_id(mut prefix: Vec<u8>, id: &JobId) -> Vec<u8> {
+    prefix.extend_from_slice(id.as_bytes());
+    prefix
+}
+
+/// The job id at the end of an index key.
+pub fn trailing_id(key: &[u8]) -> Option<JobId> {
+    let start = key.len().checked_sub(16)?;
+    let bytes: [u8; 16] = key[start..].try_into().ok()?;
+    Some(JobId(bytes))
+}
+
+/// Smallest key greater than every key that starts with `prefix`.
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // All 0xff: no upper bound exists; an empty key stands for "the end".
+    Vec::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_keys_sort_by_shard_then_index() {
+        assert!(log_key(0, u64::MAX) < log_key(1, 0));
+        assert!(log_key(3, 9) < log_key(3, 10));
+        assert_eq!(log_index(&log_key(3, 77)), Some(77));
+    }
+
+    #[test]
+    fn shard_range_covers_exactly_one_shard() {
+        let start = shard_start(2);
+        let end = shard_end(2);
+        assert!(start.as_slice() <= log_key(2, 0).as_slice());
+        assert!(log_key(2, u64::MAX).as_slice() < end.as_slice());
+        assert!(end.as_slice() <= log_key(3, 0).as_slice());
+    }
+
+    #[test]
+    fn time_keys_sort_by_time_including_negative() {
+        let id = JobId::new(1, 0, 0);
+        assert!(time_key(-5, &id) < time_key(0, &id));
+        assert!(time_key(0, &id) < time_key(1, &id));
+        assert!(time_key(1_000, &id) < time_key(1_001, &id));
+    }
+
+    #[test]
+    fn prefix_end_bounds_the_prefix() {
+        assert_eq!(prefix_end(&[1, 2]), vec![1, 3]);
+        assert_eq!(prefix_end(&[1, 255]), vec![2]);
+        let id = JobId::new(1, 5, 6);
+        let p = queue_prefix(1, "ns", "q");
+        let k = with_id(p.clone(), &id);
+        assert!(k.as_slice() < prefix_end(&p).as_slice());
+        assert_eq!(trailing_id(&k), Some(id));
+    }
+}

@@ -1,0 +1,362 @@
+//! One shard's state machine: jobs and their indexes in the `sm` column family.
+
+use std::collections::HashMap;
+use std::io::Cursor;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use openraft::storage::RaftStateMachine;
+use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, StorageIOError};
+use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch, WriteOptions, DB};
+use serde::{Deserialize, Serialize};
+
+use super::{cf, WalSyncer};
+use crate::codec;
+use crate::job::{Job, JobId, JobState, ShardId};
+use crate::keys::{
+    job_key, namespace_prefix, queue_prefix, shard_end, shard_start, sm_key, time_key, with_id, CF_SM,
+    SM_APPLIED, SM_MEMBERSHIP,
+};
+use crate::types::{
+    Entry, LogId, Op, OpResult, Response, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+};
+
+/// The state machine of one shard. Clones share the database; the applied
+/// state is re-read from RocksDB when needed, so clones never disagree.
+#[derive(Clone)]
+pub struct StateMachine {
+    db: Arc<DB>,
+    syncer: WalSyncer,
+    shard: ShardId,
+    snapshot_dir: PathBuf,
+}
+
+/// What a snapshot file holds: the meta and every `sm` key of the shard with
+/// its shard prefix stripped.
+#[derive(Serialize, Deserialize)]
+struct SnapshotFile {
+    meta: SnapshotMeta,
+    data: Vec<u8>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotData {
+    pairs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+fn sm_read_err(e: impl std::fmt::Display) -> StorageError {
+    StorageIOError::read_state_machine(AnyError::error(e)).into()
+}
+
+fn sm_write_err(e: impl std::fmt::Display) -> StorageError {
+    StorageIOError::write_state_machine(AnyError::error(e)).into()
+}
+
+fn snap_err(e: impl std::fmt::Display) -> StorageError {
+    StorageIOError::write_snapshot(None, AnyError::error(e)).into()
+}
+
+impl StateMachine {
+    pub(crate) fn open(
+        db: Arc<DB>,
+        syncer: WalSyncer,
+        shard: ShardId,
+        snapshot_dir: PathBuf,
+    ) -> Result<StateMachine, super::StoreError> {
+        std::fs::create_dir_all(&snapshot_dir).map_err(|source| super::StoreError::Io {
+            path: snapshot_dir.clone(),
+            source,
+        })?;
+        Ok(StateMachine {
+            db,
+            syncer,
+            shard,
+            snapshot_dir,
+        })
+    }
+
+    pub fn shard(&self) -> ShardId {
+        self.shard
+    }
+
+    fn snapshot_path(&self) -> PathBuf {
+        self.snapshot_dir.join(format!("shard-{}.snap", self.shard))
+    }
+
+    fn read_applied(&self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let sm = cf(&self.db, CF_SM);
+        let applied = match self
+            .db
+            .get_cf(sm, sm_key(self.shard, SM_APPLIED))
+            .map_err(sm_read_err)?
+        {
+            Some(bytes) => codec::decode(&bytes).map_err(sm_read_err)?,
+            None => None,
+        };
+        let membership = match self
+            .db
+            .get_cf(sm, sm_key(self.shard, SM_MEMBERSHIP))
+            .map_err(sm_read_err)?
+        {
+            Some(bytes) => codec::decode(&bytes).map_err(sm_read_err)?,
+            None => StoredMembership::default(),
+        };
+        Ok((applied, membership))
+    }
+
+    fn load_job(&self, id: &JobId, pending: &HashMap<JobId, Job>) -> Result<Option<Job>, StorageError> {
+        if let Some(job) = pending.get(id) {
+            return Ok(Some(job.clone()));
+        }
+        match self
+            .db
+            .get_cf(cf(&self.db, CF_SM), job_key(id))
+            .map_err(sm_read_err)?
+        {
+            Some(bytes) => Ok(Some(codec::decode(&bytes).map_err(sm_read_err)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes a job and keeps its indexes in step with its state.
+    fn put_job(&self, batch: &mut WriteBatch, old: Option<&Job>, job: &Job) -> Result<(), StorageError> {
+        let sm = cf(&self.db, CF_SM);
+        batch.put_cf(sm, job_key(&job.id), codec::encode(job).map_err(sm_write_err)?);
+        if let Some(old) = old {
+            if old.state == JobState::Scheduled {
+                batch.delete_cf(sm, time_key(old.run_at_ms, &old.id));
+            }
+        }
+        if job.state == JobState::Scheduled {
+            batch.put_cf(sm, time_key(job.run_at_ms, &job.id), []);
+        }
+        let state = [job.state.code()];
+        batch.put_cf(
+            sm,
+            with_id(queue_prefix(self.shard, &job.namespace, &job.queue), &job.id),
+            state,
+        );
+        batch.put_cf(
+            sm,
+            with_id(namespace_prefix(self.shard, &job.namespace), &job.id),
+            state,
+        );
+        Ok(())
+    }
+
+    fn apply_op(
+        &self,
+        op: Op,
+        batch: &mut WriteBatch,
+        pending: &mut HashMap<JobId, Job>,
+    ) -> Result<OpResult, StorageError> {
+        match op {
+            Op::Submit(job) => {
+                if self.load_job(&job.id, pending)?.is_some() {
+                    return Ok(OpResult::Submitted { created: false });
+                }
+                self.put_job(batch, None, &job)?;
+                pending.insert(job.id, job);
+                Ok(OpResult::Submitted { created: true })
+            }
+            Op::Cancel { id, at_ms } => {
+                let Some(old) = self.load_job(&id, pending)? else {
+                    return Ok(OpResult::NotFound);
+                };
+                if old.state == JobState::Cancelled {
+                    return Ok(OpResult::Cancelled(Box::new(old)));
+                }
+                if old.state.is_terminal() {
+                    return Ok(OpResult::AlreadyFinished(old.state));
+                }
+                let mut job = old.clone();
+                job.state = JobState::Cancelled;
+                job.updated_at_ms = at_ms;
+                self.put_job(batch, Some(&old), &job)?;
+                pending.insert(id, job.clone());
+                Ok(OpResult::Cancelled(Box::new(job)))
+            }
+        }
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = StateMachine;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        self.read_applied()
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let sm = cf(&self.db, CF_SM);
+        let mut batch = WriteBatch::default();
+        let mut pending = HashMap::new();
+        let mut responses = Vec::new();
+        let mut last = None;
+        for entry in entries {
+            last = Some(entry.log_id);
+            let response = match entry.payload {
+                EntryPayload::Blank => Response::default(),
+                EntryPayload::Normal(request) => {
+                    let mut results = Vec::with_capacity(request.ops.len());
+                    for op in request.ops {
+                        results.push(self.apply_op(op, &mut batch, &mut pending)?);
+                    }
+                    Response { results }
+                }
+                EntryPayload::Membership(membership) => {
+                    let stored = StoredMembership::new(Some(entry.log_id), membership);
+                    batch.put_cf(
+                        sm,
+                        sm_key(self.shard, SM_MEMBERSHIP),
+                        codec::encode(&stored).map_err(sm_write_err)?,
+                    );
+                    Response::default()
+                }
+            };
+            responses.push(response);
+        }
+        if last.is_some() {
+            batch.put_cf(
+                sm,
+                sm_key(self.shard, SM_APPLIED),
+                codec::encode(&last).map_err(sm_write_err)?,
+            );
+            // One write for all entries: data and applied id move together.
+            self.db.write(batch).map_err(sm_write_err)?;
+        }
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let bytes = snapshot.into_inner();
+        let data: SnapshotData = codec::decode(&bytes).map_err(snap_err)?;
+        let sm = cf(&self.db, CF_SM);
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(sm, shard_start(self.shard), shard_end(self.shard));
+        let prefix = self.shard.to_be_bytes();
+        for (key, value) in data.pairs {
+            let mut full = Vec::with_capacity(4 + key.len());
+            full.extend_from_slice(&prefix);
+            full.extend_from_slice(&key);
+            batch.put_cf(sm, full, value);
+        }
+        // The snapshot's meta wins over whatever its pairs said.
+        batch.put_cf(
+            sm,
+            sm_key(self.shard, SM_APPLIED),
+            codec::encode(&meta.last_log_id).map_err(snap_err)?,
+        );
+        batch.put_cf(
+            sm,
+            sm_key(self.shard, SM_MEMBERSHIP),
+            codec::encode(&meta.last_membership).map_err(snap_err)?,
+        );
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        self.db.write_opt(batch, &opts).map_err(snap_err)?;
+        self.save_snapshot_file(meta.clone(), bytes).await
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        let path = self.snapshot_path();
+        let bytes = match tokio::fs::read(&path).await {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(snap_err(format!("{}: {e}", path.display()))),
+        };
+        let file: SnapshotFile = codec::decode(&bytes).map_err(snap_err)?;
+        Ok(Some(Snapshot {
+            meta: file.meta,
+            snapshot: Box::new(Cursor::new(file.data)),
+        }))
+    }
+}
+
+impl StateMachine {
+    /// Writes the snapshot file atomically: temp file, fsync, rename.
+    async fn save_snapshot_file(&self, meta: SnapshotMeta, data: Vec<u8>) -> Result<(), StorageError> {
+        let path = self.snapshot_path();
+        let tmp = path.with_extension("snap.tmp");
+        let bytes = codec::encode(&SnapshotFile { meta, data }).map_err(snap_err)?;
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut file = std::fs::File::create(&tmp)?;
+            file.write_all(&bytes)?;
+            file.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            if let Some(dir) = path.parent() {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(snap_err)?
+        .map_err(snap_err)?;
+        // The sm writes the snapshot reflects are already synced; this keeps
+        // the syncer's ordering promise for anything written just before.
+        self.syncer.sync().await.map_err(snap_err)
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        // One RocksDB snapshot gives data, applied id and membership that agree.
+        let db = self.db.clone();
+        let shard = self.shard;
+        let (pairs, applied, membership) = tokio::task::spawn_blocking(move || {
+            let view = db.snapshot();
+            let sm = cf(&db, CF_SM);
+            let mut opts = ReadOptions::default();
+            opts.set_iterate_upper_bound(shard_end(shard));
+            let start = shard_start(shard);
+            let mut pairs = Vec::new();
+            let mut applied: Option<LogId> = None;
+            let mut membership = StoredMembership::default();
+            for item in view.iterator_cf_opt(sm, opts, IteratorMode::From(&start, Direction::Forward)) {
+                let (key, value) = item.map_err(snap_err)?;
+                let rest = key.get(4..).unwrap_or_default();
+                if rest == [SM_APPLIED] {
+                    applied = codec::decode(&value).map_err(snap_err)?;
+                } else if rest == [SM_MEMBERSHIP] {
+                    membership = codec::decode(&value).map_err(snap_err)?;
+                }
+                pairs.push((rest.to_vec(), value.to_vec()));
+            }
+            Ok::<_, StorageError>((pairs, applied, membership))
+        })
+        .await
+        .map_err(snap_err)??;
+        let data = codec::encode(&SnapshotData { pairs }).map_err(snap_err)?;
+        let snapshot_id = match applied {
+            Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, rand::random::<u32>()),
+            None => format!("empty-{}", rand::random::<u32>()),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: applied,
+            last_membership: membership,
+            snapshot_id,
+        };
+        self.save_snapshot_file(meta.clone(), data.clone()).await?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Runs a one-node Sundial on this machine: installs missing build tools,
+# builds, then `sundial dev` (data in ./sundial-data, clients on 127.0.0.1:7070).
+# Extra arguments go to `sundial dev` (e.g. --listen 127.0.0.1:7080).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/sundial-target}"
+"$ROOT/scripts/ensure-deps.sh"
+cd "$ROOT"
+cargo build --release -p sundial --bin sundial
+exec "$CARGO_TARGET_DIR/release/sundial" dev "$@"

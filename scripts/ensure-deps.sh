@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs what building Sundial needs from the system, when it is missing:
+# libclang (bindgen for librocksdb-sys) and a C++ compiler. protoc is vendored
+# through the protoc-bin-vendored crate, so it is not needed here.
+set -euo pipefail
+
+missing=()
+if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 && ! ldconfig -p 2>/dev/null | grep -q libclang; then
+  missing+=(libclang-dev)
+fi
+command -v g++ >/dev/null 2>&1 || missing+=(g++)
+command -v make >/dev/null 2>&1 || missing+=(make)
+
+if (( ${#missing[@]} )); then
+  echo "ensure-deps: installing ${missing[*]}" >&2
+  SUDO=""
+  [[ $(id -u) -eq 0 ]] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
