@@ -57,7 +57,7 @@ write_config() {
 start_node() {
   local i=$1
   alive "$i" && die "node $i is already running (pid $(pid_of "$i"))"
-  SUNDIAL_LOG="${SUNDIAL_LOG:-info}" nohup "$BIN" serve --config "$STATE/cluster.toml" --node "$i" \
+  nohup "$BIN" serve --config "$STATE/cluster.toml" --node "$i" \
     >>"$STATE/node$i.log" 2>&1 </dev/null &
   echo $! > "$STATE/node$i.pid"
 }

@@ -63,6 +63,14 @@ impl ClusterLayout {
         members
     }
 
+    /// The member that forms `shard`'s group on first start and so becomes
+    /// its first leader; it rotates with the shard so leadership starts spread
+    /// evenly over the nodes.
+    pub fn preferred_leader(&self, shard: ShardId) -> Option<NodeId> {
+        let members = self.members(shard);
+        members.get(shard as usize % members.len().max(1)).copied()
+    }
+
     /// Shards that have a replica on this node.
     pub fn local_shards(&self) -> Vec<ShardId> {
         (0..self.shard_count)
@@ -110,6 +118,18 @@ mod tests {
             }
         }
         assert!(per_node.values().all(|&c| c == 6), "{per_node:?}");
+    }
+
+    #[test]
+    fn first_leaders_spread_evenly() {
+        let l = layout(3, 9, 3);
+        let mut per_node = BTreeMap::new();
+        for s in 0..9 {
+            *per_node
+                .entry(l.preferred_leader(s).expect("leader"))
+                .or_insert(0) += 1;
+        }
+        assert_eq!(per_node.values().copied().collect::<Vec<_>>(), vec![3, 3, 3]);
     }
 
     #[test]

@@ -55,9 +55,13 @@ impl ActorPlane {
                     if connected || recently {
                         continue;
                     }
-                    last_dial.insert(*peer, Instant::now());
                     match ractor_cluster::client_connect(&dial_server, *addr).await {
-                        Ok(()) => tracing::info!(peer, %addr, "actor plane: dialed peer"),
+                        Ok(()) => {
+                            // Give the handshake and group sync time before
+                            // judging the session.
+                            last_dial.insert(*peer, Instant::now());
+                            tracing::info!(peer, %addr, "actor plane: dialed peer");
+                        }
                         Err(e) => tracing::debug!(peer, %addr, error = %e, "actor plane: peer not reachable"),
                     }
                 }

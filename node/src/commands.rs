@@ -234,10 +234,25 @@ pub async fn cluster(args: ClientArgs, command: ClusterCommand) -> Result<(), Cl
             loop {
                 let last = match Client::connect(&args.addr).await {
                     Ok(client) => match client.with_timeout(args.timeout).cluster_info().await {
-                        Ok(info) if info.healthy => return Ok(()),
                         Ok(info) => {
                             let leaderless = info.shards.iter().filter(|s| !s.healthy).count();
-                            format!("{leaderless} shards without a leader")
+                            // Usable means: every shard has a leader this node
+                            // can reach (itself, or a peer on the actor plane).
+                            let unreachable: Vec<u64> = info
+                                .shards
+                                .iter()
+                                .map(|s| s.leader)
+                                .filter(|l| *l != 0)
+                                .filter(|l| !info.nodes.iter().any(|n| n.id == *l && n.reachable))
+                                .collect();
+                            if info.healthy && unreachable.is_empty() {
+                                return Ok(());
+                            }
+                            if leaderless > 0 {
+                                format!("{leaderless} shards without a leader")
+                            } else {
+                                format!("shard leaders {unreachable:?} not reachable yet")
+                            }
                         }
                         Err(e) => e.to_string(),
                     },

@@ -232,7 +232,16 @@ impl GatewayHandle {
             let attempt = if target == self.inner.layout.node_id {
                 self.execute_local(request.clone(), remaining).await
             } else {
-                self.forward(target, &request, remaining).await
+                // A forward to a leader that stops answering (paused, cut
+                // off) would otherwise use the whole deadline: give up on it
+                // as soon as this node sees another leader, and retry there.
+                tokio::select! {
+                    result = self.forward(target, &request, remaining) => result,
+                    () = self.leader_moves_from(shard, target) => Err(ExecError::Unavailable {
+                        shard,
+                        reason: format!("leadership moved away from node {target}"),
+                    }),
+                }
             };
             match attempt {
                 Ok(reply) => return Ok(reply),
@@ -256,6 +265,24 @@ impl GatewayHandle {
         let raft = self.inner.registry.get(shard)?;
         let leader = raft.metrics().borrow().current_leader;
         leader
+    }
+
+    /// Resolves once this node's replica of `shard` sees a leader other than
+    /// `from` (never, if the shard is not hosted here).
+    async fn leader_moves_from(&self, shard: ShardId, from: NodeId) {
+        let Some(raft) = self.inner.registry.get(shard) else {
+            return std::future::pending().await;
+        };
+        let mut metrics = raft.metrics();
+        loop {
+            let leader = metrics.borrow_and_update().current_leader;
+            if leader.is_some() && leader != Some(from) {
+                return;
+            }
+            if metrics.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
     }
 
     async fn wait_for_leader(&self, shard: ShardId, timeout: Duration) {

@@ -75,13 +75,29 @@ impl Actor for ShardSupervisor {
             spawn_child(&myself, &mut state, *shard).await?;
         }
         for shard in shards {
-            let members = layout
+            let members: BTreeMap<_, _> = layout
                 .members(shard)
                 .into_iter()
                 .filter_map(|id| layout.peer(id).map(|p| (id, p.clone())))
                 .collect();
-            if let Some(raft) = state.rafts.get(&shard) {
-                initialize_if_pristine(raft, shard, members).await?;
+            let Some(raft) = state.rafts.get(&shard).cloned() else {
+                continue;
+            };
+            if layout.preferred_leader(shard) == Some(layout.node_id) {
+                initialize_if_pristine(&raft, shard, members).await?;
+            } else {
+                // The preferred member forms the group; if it has not within
+                // the grace period (it may be down), any member may: openraft
+                // allows several members to initialize with the same config.
+                let grace = layout.raft.election_max * 10;
+                // Ends after the grace period; owns nothing but the handle.
+                tokio::spawn(async move {
+                    if !wait_until_formed(&raft, grace).await {
+                        if let Err(e) = initialize_if_pristine(&raft, shard, members).await {
+                            tracing::warn!(shard, error = %e, "fallback initialization failed");
+                        }
+                    }
+                });
             }
         }
         tracing::info!(shards = state.rafts.len(), "shard supervisor started");
@@ -150,6 +166,30 @@ impl Actor for ShardSupervisor {
             }
         }
     }
+}
+
+/// Waits until the group has a membership (formed by some member), at most
+/// `grace`; true if it did.
+async fn wait_until_formed(raft: &Raft, grace: std::time::Duration) -> bool {
+    let mut metrics = raft.metrics();
+    let formed = async {
+        loop {
+            if metrics
+                .borrow_and_update()
+                .membership_config
+                .membership()
+                .voter_ids()
+                .next()
+                .is_some()
+            {
+                return;
+            }
+            if metrics.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    };
+    tokio::time::timeout(grace, formed).await.is_ok()
 }
 
 async fn spawn_child(

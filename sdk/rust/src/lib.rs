@@ -28,7 +28,7 @@ pub enum Error {
     #[error("cannot connect to {addr}: {reason}")]
     Connect { addr: String, reason: String },
     /// The server answered with an error status.
-    #[error("{}: {}", .0.code(), .0.message())]
+    #[error("{}: {}", code_name(.0.code()), .0.message())]
     Status(#[from] tonic::Status),
 }
 
@@ -219,6 +219,18 @@ impl Client {
     }
 }
 
+/// A gRPC code in words: `InvalidArgument` → `invalid argument`.
+pub fn code_name(code: tonic::Code) -> String {
+    let mut words = String::new();
+    for (i, c) in format!("{code:?}").chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            words.push(' ');
+        }
+        words.push(c.to_ascii_lowercase());
+    }
+    words
+}
+
 fn source_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
@@ -228,4 +240,17 @@ fn source_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_errors_read_as_one_plain_line() {
+        let e = Error::from(tonic::Status::invalid_argument("queue: must not be empty"));
+        assert_eq!(e.to_string(), "invalid argument: queue: must not be empty");
+        assert_eq!(code_name(tonic::Code::NotFound), "not found");
+        assert_eq!(code_name(tonic::Code::Ok), "ok");
+    }
 }
