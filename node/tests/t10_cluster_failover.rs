@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::TestCluster;
-use sundial_sdk::proto::ReadConsistency;
+use sundial_sdk::proto::{JobState, ReadConsistency};
 use sundial_sdk::{ListJobs, NewJob};
 
 /// What the client knows about each submit: acked ids, and submits whose
@@ -112,15 +112,48 @@ async fn t10_kill_the_busiest_leader_loses_nothing() {
     }
     let (&victim_id, &count) = led.iter().max_by_key(|(_, c)| **c).expect("some leader");
     let victim = (victim_id - 1) as usize;
+    let victim_shards: BTreeSet<u32> = info
+        .shards
+        .iter()
+        .filter(|s| s.leader == victim_id)
+        .map(|s| s.shard)
+        .collect();
+    // Jobs on the shards the victim leads: cancelling them must go through
+    // those shards' next leaders.
+    let to_cancel: Vec<String> = history
+        .lock()
+        .expect("lock")
+        .acked
+        .keys()
+        .filter(|id| victim_shards.contains(&u32::from_str_radix(&id[..4], 16).expect("hex shard")))
+        .take(60)
+        .cloned()
+        .collect();
+    assert!(!to_cancel.is_empty(), "the victim's shards hold jobs");
     eprintln!("killing node {victim_id}, leader of {count} shards");
     cluster.kill(victim);
 
-    // Keep submitting through the survivors while elections happen.
+    // Keep writing through the survivors while elections happen: new submits,
+    // and cancels that need the victim's shards to elect new leaders.
     let survivors: Vec<usize> = (0..3).filter(|i| *i != victim).collect();
     let failover_started = Instant::now();
+    let mut cancels = Vec::new();
+    for (n, id) in to_cancel.iter().enumerate() {
+        let mut client = cluster.client(survivors[n % survivors.len()]).await;
+        let id = id.clone();
+        cancels.push(tokio::spawn(async move { client.cancel_job(&id).await }));
+    }
     submit_range(&cluster, &survivors, 1000..1500, history.clone()).await;
+    for cancel in cancels {
+        let job = cancel
+            .await
+            .expect("cancel task")
+            .expect("a cancel during the failover succeeds within its deadline");
+        assert_eq!(job.state, JobState::Cancelled as i32);
+    }
     eprintln!(
-        "500 submits during failover took {:?}",
+        "500 submits and {} cancels on the victim's shards during failover took {:?}",
+        to_cancel.len(),
         failover_started.elapsed()
     );
 
@@ -175,8 +208,27 @@ async fn t10_kill_the_busiest_leader_loses_nothing() {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        // And a point read of a few acked jobs on this node's replica.
+        // The cancels made during the failover are on this replica too.
         let mut client = cluster.client(i).await;
+        for id in &to_cancel {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let job = client
+                    .get_job_with(id, ReadConsistency::Local)
+                    .await
+                    .expect("local read");
+                if job.state == JobState::Cancelled as i32 {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "node {}: cancel of {id} never arrived",
+                    i + 1
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        // And a point read of a few acked jobs on this node's replica.
         for (id, seq) in history.acked.iter().take(20) {
             let job = client
                 .get_job_with(id, ReadConsistency::Local)

@@ -19,6 +19,9 @@ use crate::error::{Error, ExecError};
 use crate::layout::ClusterLayout;
 use crate::shard::ShardHandle;
 
+/// How long new submits keep going to the same locally led shard.
+const SUBMIT_AFFINITY_WINDOW_MS: u128 = 50;
+
 /// The process group a node's gateway joins; peers find it there.
 pub fn gateway_group(node: NodeId) -> String {
     format!("sundial.gateway.{node}")
@@ -161,6 +164,34 @@ impl GatewayHandle {
             cursor = None;
         }
         Ok(page)
+    }
+
+    /// The shard for a new job. New jobs may go to any shard, so prefer one
+    /// this node leads: the submit then needs no forwarding hop, and with
+    /// leaders spread over the nodes and clients spread over the nodes, jobs
+    /// still spread over the shards. Falls back to any shard.
+    pub fn pick_shard(&self) -> ShardId {
+        let me = self.inner.layout.node_id;
+        let led: Vec<ShardId> = self
+            .inner
+            .registry
+            .all()
+            .into_iter()
+            .filter(|(_, raft)| raft.metrics().borrow().current_leader == Some(me))
+            .map(|(shard, _)| shard)
+            .collect();
+        if led.is_empty() {
+            return rand::random::<u32>() % self.inner.layout.shard_count.max(1);
+        }
+        // All submits arriving in the same short window go to the same shard,
+        // so they share Raft entries (bigger batches, fewer fsyncs and
+        // messages); the window rotates over the led shards, which spreads
+        // jobs over them over time.
+        let window = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() / SUBMIT_AFFINITY_WINDOW_MS)
+            .unwrap_or(0);
+        led[(window % led.len() as u128) as usize]
     }
 
     /// Every local shard as this node sees it.

@@ -212,9 +212,7 @@ impl JobApi {
                 .ok_or_else(|| invalid("delay_ms", "is too large"))?,
             (at, _) => at,
         };
-        let shard_count = self.gateway.layout().shard_count;
-        let shard = rand::random::<u32>() % shard_count;
-        let id = JobId::new(shard, now as u64, rand::random());
+        let id = JobId::new(self.gateway.pick_shard(), now as u64, rand::random());
         Ok(Job {
             id,
             namespace,

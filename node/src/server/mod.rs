@@ -57,7 +57,7 @@ impl Node {
             .tcp_nodelay(true)
             .add_service(raft_service)
             .serve_with_incoming_shutdown(
-                TcpListenerStream::new(raft_listener),
+                accepted_without_nagle(raft_listener),
                 wait_for(shutdown_rx.clone()),
             );
 
@@ -112,7 +112,7 @@ impl Node {
             .add_service(job_service)
             .add_service(cluster_service)
             .serve_with_incoming_shutdown(
-                TcpListenerStream::new(client_listener),
+                accepted_without_nagle(client_listener),
                 wait_for(shutdown_rx.clone()),
             );
 
@@ -168,6 +168,22 @@ impl Node {
     pub fn trigger_shutdown(&self) {
         let _ = self.shutdown.send(true);
     }
+}
+
+/// Accepted connections with Nagle's algorithm off. tonic's own `tcp_nodelay`
+/// applies only to listeners it binds itself; with Nagle on, small responses
+/// wait for the peer's delayed ACK (tens of ms).
+fn accepted_without_nagle(
+    listener: TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use futures::StreamExt;
+    TcpListenerStream::new(listener).map(|accepted| {
+        accepted.inspect(|stream| {
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::warn!(error = %e, "cannot disable nagle on an accepted connection");
+            }
+        })
+    })
 }
 
 async fn wait_for(mut rx: watch::Receiver<bool>) {
