@@ -65,6 +65,14 @@ impl NodeStore {
         let cfs = [CF_LOG, CF_META, CF_SM].map(|name| {
             let mut cf_opts = Options::default();
             cf_opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            if name == CF_SM {
+                // Every applied submit first checks that its id is new; bloom
+                // filters answer "absent" without reading each L0 file.
+                let mut table = rocksdb::BlockBasedOptions::default();
+                table.set_bloom_filter(10.0, false);
+                table.set_cache_index_and_filter_blocks(true);
+                cf_opts.set_block_based_table_factory(&table);
+            }
             ColumnFamilyDescriptor::new(name, cf_opts)
         });
         let db = DB::open_cf_descriptors(&opts, &db_path, cfs).map_err(|source| StoreError::Open {
