@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Submit throughput of a local 3-node Sundial cluster against a local 3-member
 # etcd cluster, driven by the same load generator (`sundial bench`), with the
-# same value size and concurrency, in one run on this machine.
+# same value size and concurrency, in one run on this machine. Both clusters
+# stay up and the concurrency levels alternate between them, so drift in the
+# machine's load hits both alike.
 #
 #   scripts/bench-vs-etcd.sh [--clients 1,16,64,256] [--duration 10s] [--payload-bytes 100]
 #
@@ -61,16 +63,17 @@ for _ in $(seq 1 100); do
     | grep -q '"jobs":[1-9]' && break
   sleep 0.2
 done
-"$BIN" bench etcd-put --targets "$ETCD_TARGETS" --clients "$CLIENTS" --duration "$DURATION" \
-  --payload-bytes "$PAYLOAD" --output json | tee "$WORK/etcd.json"
-for p in "${ETCD_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-wait 2>/dev/null || true
-ETCD_PIDS=()
 
-# --- Sundial, 3 nodes on loopback ---
+# --- Sundial, 3 nodes on loopback (both clusters stay up; each is idle while
+# the other is measured, and levels alternate so machine drift hits both) ---
 SUNDIAL_CLUSTER_DIR="$WORK/sundial" SUNDIAL_LOG=warn "$ROOT/scripts/cluster.sh" up 3 >&2
-"$BIN" bench submit --targets 127.0.0.1:7071,127.0.0.1:7072,127.0.0.1:7073 --clients "$CLIENTS" \
-  --duration "$DURATION" --payload-bytes "$PAYLOAD" --output json | tee "$WORK/sundial.json"
+SUNDIAL_TARGETS=127.0.0.1:7071,127.0.0.1:7072,127.0.0.1:7073
+for c in ${CLIENTS//,/ }; do
+  "$BIN" bench etcd-put --targets "$ETCD_TARGETS" --clients "$c" --duration "$DURATION" \
+    --payload-bytes "$PAYLOAD" --output json | tee -a "$WORK/etcd.json"
+  "$BIN" bench submit --targets "$SUNDIAL_TARGETS" --clients "$c" --duration "$DURATION" \
+    --payload-bytes "$PAYLOAD" --output json | tee -a "$WORK/sundial.json"
+done
 
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 python3 - "$WORK/etcd.json" "$WORK/sundial.json" <<'PY'
