@@ -228,6 +228,12 @@ async fn t10_kill_the_busiest_leader_loses_nothing() {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+        // Linearizable reads through this node: jobs on shards led elsewhere
+        // are forwarded to their leaders over the actor plane.
+        for (id, seq) in history.acked.iter().skip(i * 100).take(100) {
+            let job = client.get_job(id).await.expect("leader read");
+            assert_eq!(job.payload, format!("seq-{seq}").into_bytes());
+        }
         // And a point read of a few acked jobs on this node's replica.
         for (id, seq) in history.acked.iter().take(20) {
             let job = client

@@ -251,6 +251,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(sm, shard_start(self.shard), shard_end(self.shard));
         let prefix = self.shard.to_be_bytes();
+        let pairs = data.pairs.len();
         for (key, value) in data.pairs {
             let mut full = Vec::with_capacity(4 + key.len());
             full.extend_from_slice(&prefix);
@@ -271,6 +272,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut opts = WriteOptions::default();
         opts.set_sync(true);
         self.db.write_opt(batch, &opts).map_err(snap_err)?;
+        tracing::info!(
+            shard = self.shard,
+            last_log_id = ?meta.last_log_id,
+            pairs,
+            "installed snapshot from leader"
+        );
         self.save_snapshot_file(meta.clone(), bytes).await
     }
 
