@@ -75,6 +75,7 @@ impl Node {
             me.raft_addr = raft_addr.to_string();
         }
         let gateway = GatewayHandle::new(layout.clone(), store.clone(), registry.clone());
+        let store_for_shutdown = store.clone();
         let (supervisor, supervisor_done) = Actor::spawn(
             Some("node-supervisor".into()),
             NodeSupervisor,
@@ -140,6 +141,7 @@ impl Node {
             let _ = stop_rx.borrow_and_update();
             supervisor.stop(Some("node shutting down".into()));
             let _ = tokio::time::timeout(Duration::from_secs(10), supervisor_done).await;
+            store_for_shutdown.shutdown();
             plane.stop();
             client_task.abort();
             raft_task.abort();

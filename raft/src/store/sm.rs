@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use openraft::storage::RaftStateMachine;
 use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, StorageIOError};
-use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch, WriteOptions, DB};
+use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch, DB};
 use serde::{Deserialize, Serialize};
 
 use super::{cf, WalSyncer};
@@ -269,9 +269,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             sm_key(self.shard, SM_MEMBERSHIP),
             codec::encode(&meta.last_membership).map_err(snap_err)?,
         );
-        let mut opts = WriteOptions::default();
-        opts.set_sync(true);
-        self.db.write_opt(batch, &opts).map_err(snap_err)?;
+        self.db.write(batch).map_err(snap_err)?;
+        self.syncer.sync().await.map_err(snap_err)?;
         tracing::info!(
             shard = self.shard,
             last_log_id = ?meta.last_log_id,

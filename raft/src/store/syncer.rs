@@ -1,7 +1,7 @@
 //! Group commit: one thread fsyncs the WAL for every waiting writer at once.
 
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use rocksdb::DB;
 
@@ -14,8 +14,11 @@ pub struct WalSyncer {
 }
 
 impl WalSyncer {
-    /// Starts the sync thread. It runs until every handle is dropped.
-    pub fn start(db: Arc<DB>) -> WalSyncer {
+    /// Starts the sync thread. It runs until every handle is dropped. It holds
+    /// the database weakly, so the database closes where its last owner drops
+    /// it, never on this thread while the process exits.
+    pub fn start(db: &Arc<DB>) -> WalSyncer {
+        let db: Weak<DB> = Arc::downgrade(db);
         let (tx, rx) = mpsc::channel::<Done>();
         // Owned by the channel: the thread exits when the last sender drops.
         let spawned = std::thread::Builder::new()
@@ -26,9 +29,12 @@ impl WalSyncer {
                     waiting.push(first);
                     // Everything queued while we waited rides on this fsync.
                     waiting.extend(rx.try_iter());
-                    let result = db
-                        .flush_wal(true)
-                        .map_err(|e| std::io::Error::other(e.to_string()));
+                    let result = match db.upgrade() {
+                        Some(db) => db
+                            .flush_wal(true)
+                            .map_err(|e| std::io::Error::other(e.to_string())),
+                        None => Err(std::io::Error::other("database closed")),
+                    };
                     for done in waiting.drain(..) {
                         done(match &result {
                             Ok(()) => Ok(()),
