@@ -10,6 +10,8 @@ pub enum ShardMsg {
     Write(Op, RpcReplyPort<Result<OpResult, ExecError>>),
     /// A batch this actor started has finished.
     BatchDone,
+    /// The linger after a shared batch is over.
+    LingerOver,
     /// Fault injection: panic inside the handler (tests and chaos runs).
     InjectPanic(String),
 }

@@ -20,7 +20,7 @@ use sundial_raft::types::{Op, OpResult, Request};
 use sundial_raft::{NodeId, Raft, ShardId};
 
 pub use messages::ShardMsg;
-use state::Batcher;
+use state::{AfterDone, Batcher};
 
 use crate::error::ExecError;
 
@@ -30,6 +30,9 @@ use crate::error::ExecError;
 const MAX_IN_FLIGHT: usize = 1;
 /// Most operations in one Raft entry.
 const MAX_BATCH: usize = 1024;
+/// How long the queue waits, after a shared batch commits, for the clients it
+/// just answered (see `state.rs`).
+const LINGER: Duration = Duration::from_micros(1000);
 
 /// The registered name of a shard's actor on this node.
 pub fn actor_name(shard: ShardId) -> String {
@@ -71,7 +74,7 @@ impl Actor for ShardActor {
         Ok(ShardState {
             shard: args.shard,
             raft: args.raft,
-            batcher: Batcher::new(MAX_IN_FLIGHT, MAX_BATCH),
+            batcher: Batcher::new(MAX_IN_FLIGHT, MAX_BATCH, LINGER),
         })
     }
 
@@ -86,8 +89,14 @@ impl Actor for ShardActor {
                 state.batcher.push((op, reply));
                 start_batches(&myself, state);
             }
-            ShardMsg::BatchDone => {
-                state.batcher.done();
+            ShardMsg::BatchDone => match state.batcher.done() {
+                AfterDone::Continue => start_batches(&myself, state),
+                AfterDone::Linger(delay) => {
+                    myself.send_after(delay, || ShardMsg::LingerOver);
+                }
+            },
+            ShardMsg::LingerOver => {
+                state.batcher.release();
                 start_batches(&myself, state);
             }
             ShardMsg::InjectPanic(reason) => {
