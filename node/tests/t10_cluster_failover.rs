@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::TestCluster;
 use sundial_sdk::proto::{JobState, ReadConsistency};
-use sundial_sdk::{ListJobs, NewJob};
+use sundial_sdk::{Client, ListJobs, NewJob};
 
 /// What the client knows about each submit: acked ids, and submits whose
 /// outcome is unknown (an error: the job may or may not exist).
@@ -21,38 +21,52 @@ struct History {
     unknown: BTreeSet<u64>,
 }
 
+async fn clients_for(cluster: &TestCluster, nodes: &[usize]) -> Vec<Client> {
+    let mut clients = Vec::new();
+    for &n in nodes {
+        clients.push(cluster.client(n).await);
+    }
+    clients
+}
+
+/// 16 workers submitting `range` through `clients` round-robin.
+fn spawn_submits(
+    clients: Vec<Client>,
+    range: std::ops::Range<u64>,
+    history: Arc<Mutex<History>>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let workers = 16u64;
+    (0..workers)
+        .map(|w| {
+            let mut client = clients[w as usize % clients.len()].clone();
+            let history = history.clone();
+            let range = range.clone();
+            tokio::spawn(async move {
+                for seq in range.filter(|s| s % workers == w) {
+                    let job = NewJob::new("failover", format!("seq-{seq}").into_bytes());
+                    match client.submit(job).await {
+                        Ok(id) => {
+                            history.lock().expect("lock").acked.insert(id, seq);
+                        }
+                        Err(_) => {
+                            history.lock().expect("lock").unknown.insert(seq);
+                        }
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
 async fn submit_range(
     cluster: &TestCluster,
     nodes: &[usize],
     range: std::ops::Range<u64>,
     history: Arc<Mutex<History>>,
 ) {
-    let mut clients = Vec::new();
-    for &n in nodes {
-        clients.push(cluster.client(n).await);
-    }
-    let workers = 16u64;
-    let mut tasks = Vec::new();
-    for w in 0..workers {
-        let mut client = clients[w as usize % clients.len()].clone();
-        let history = history.clone();
-        let range = range.clone();
-        tasks.push(tokio::spawn(async move {
-            for seq in range.filter(|s| s % workers == w) {
-                let job = NewJob::new("failover", format!("seq-{seq}").into_bytes());
-                match client.submit(job).await {
-                    Ok(id) => {
-                        history.lock().expect("lock").acked.insert(id, seq);
-                    }
-                    Err(_) => {
-                        history.lock().expect("lock").unknown.insert(seq);
-                    }
-                }
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.expect("submit task");
+    let clients = clients_for(cluster, nodes).await;
+    for task in spawn_submits(clients, range, history) {
+        task.await.expect("submit task");
     }
 }
 
@@ -130,7 +144,18 @@ async fn t10_kill_the_busiest_leader_loses_nothing() {
         .cloned()
         .collect();
     assert!(!to_cancel.is_empty(), "the victim's shards hold jobs");
-    eprintln!("killing node {victim_id}, leader of {count} shards");
+    // SIGKILL the victim while submits through all three nodes are in flight.
+    let load = spawn_submits(
+        clients_for(&cluster, &[0, 1, 2]).await,
+        1000..1600,
+        history.clone(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while history.lock().expect("lock").acked.len() < 1100 {
+        assert!(Instant::now() < deadline, "load made no progress");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    eprintln!("killing node {victim_id}, leader of {count} shards, under load");
     cluster.kill(victim);
 
     // Keep writing through the survivors while elections happen: new submits,
@@ -143,7 +168,10 @@ async fn t10_kill_the_busiest_leader_loses_nothing() {
         let id = id.clone();
         cancels.push(tokio::spawn(async move { client.cancel_job(&id).await }));
     }
-    submit_range(&cluster, &survivors, 1000..1500, history.clone()).await;
+    submit_range(&cluster, &survivors, 1600..2000, history.clone()).await;
+    for task in load {
+        task.await.expect("load task");
+    }
     for cancel in cancels {
         let job = cancel
             .await
@@ -152,14 +180,14 @@ async fn t10_kill_the_busiest_leader_loses_nothing() {
         assert_eq!(job.state, JobState::Cancelled as i32);
     }
     eprintln!(
-        "500 submits and {} cancels on the victim's shards during failover took {:?}",
+        "400 submits and {} cancels on the victim's shards during failover took {:?}",
         to_cancel.len(),
         failover_started.elapsed()
     );
 
     cluster.restart(victim);
     cluster.wait_all_leaders(victim, Duration::from_secs(30)).await;
-    submit_range(&cluster, &[0, 1, 2], 1500..1600, history.clone()).await;
+    submit_range(&cluster, &[0, 1, 2], 2000..2100, history.clone()).await;
 
     let history = std::mem::take(&mut *history.lock().expect("lock"));
     let acked: BTreeSet<&String> = history.acked.keys().collect();
