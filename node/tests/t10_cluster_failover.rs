@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::TestCluster;
 use sundial_sdk::proto::{JobState, ReadConsistency};
-use sundial_sdk::{Client, ListJobs, NewJob};
+use sundial_sdk::{Client, NewJob};
 
 /// What the client knows about each submit: acked ids, and submits whose
 /// outcome is unknown (an error: the job may or may not exist).
@@ -67,33 +67,6 @@ async fn submit_range(
     let clients = clients_for(cluster, nodes).await;
     for task in spawn_submits(clients, range, history) {
         task.await.expect("submit task");
-    }
-}
-
-/// Every job of the namespace as node `i`'s own replicas see them.
-async fn local_jobs(cluster: &TestCluster, i: usize) -> Vec<(String, String)> {
-    let mut client = cluster.client(i).await;
-    let mut token = String::new();
-    let mut jobs = Vec::new();
-    loop {
-        let page = client
-            .list_jobs(ListJobs {
-                page_size: 1000,
-                page_token: token.clone(),
-                local: true,
-                ..Default::default()
-            })
-            .await
-            .expect("list");
-        jobs.extend(
-            page.jobs
-                .into_iter()
-                .map(|j| (j.id, String::from_utf8_lossy(&j.payload).into_owned())),
-        );
-        if page.next_page_token.is_empty() {
-            return jobs;
-        }
-        token = page.next_page_token;
     }
 }
 
@@ -206,7 +179,7 @@ async fn t10_kill_the_busiest_leader_loses_nothing() {
     for i in 0..3 {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let jobs = local_jobs(&cluster, i).await;
+            let jobs = cluster.local_jobs(i).await;
             let ids: BTreeSet<&String> = jobs.iter().map(|(id, _)| id).collect();
             let missing = acked.iter().filter(|id| !ids.contains(**id)).count();
             if missing == 0 {

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use common::TestCluster;
-use sundial_sdk::{ListJobs, NewJob};
+use sundial_sdk::NewJob;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn t40_lagging_follower_catches_up_from_snapshots() {
@@ -42,27 +42,14 @@ async fn t40_lagging_follower_catches_up_from_snapshots() {
     assert_eq!(acked.len(), 1000);
 
     cluster.restart(lagging);
-    let mut client = cluster.client(lagging).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let mut have = BTreeSet::new();
-        let mut token = String::new();
-        loop {
-            let page = client
-                .list_jobs(ListJobs {
-                    page_size: 1000,
-                    page_token: token,
-                    local: true,
-                    ..Default::default()
-                })
-                .await
-                .expect("local list");
-            have.extend(page.jobs.into_iter().map(|j| j.id));
-            token = page.next_page_token;
-            if token.is_empty() {
-                break;
-            }
-        }
+        let have: BTreeSet<String> = cluster
+            .local_jobs(lagging)
+            .await
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
         if have == acked {
             break;
         }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sundial_sdk::Client;
+use sundial_sdk::{Client, ListJobs};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_sundial");
 
@@ -146,6 +146,34 @@ impl TestCluster {
                 self.logs(i)
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Every job of the default namespace as node `i`'s own replicas hold
+    /// them: (id, payload as text).
+    pub async fn local_jobs(&self, i: usize) -> Vec<(String, String)> {
+        let mut client = self.client(i).await;
+        let mut token = String::new();
+        let mut jobs = Vec::new();
+        loop {
+            let page = client
+                .list_jobs(ListJobs {
+                    page_size: 1000,
+                    page_token: token,
+                    local: true,
+                    ..Default::default()
+                })
+                .await
+                .expect("local list");
+            jobs.extend(
+                page.jobs
+                    .into_iter()
+                    .map(|j| (j.id, String::from_utf8_lossy(&j.payload).into_owned())),
+            );
+            if page.next_page_token.is_empty() {
+                return jobs;
+            }
+            token = page.next_page_token;
         }
     }
 
