@@ -23,6 +23,8 @@ pub struct NodeSupervisorArgs {
     pub registry: Arc<RaftRegistry>,
     pub peers: PeerClients,
     pub policy: RestartPolicy,
+    /// `None` turns leader rebalancing off.
+    pub rebalance: Option<super::RebalancePolicy>,
     pub gateway: GatewayHandle,
 }
 
@@ -59,6 +61,7 @@ impl Actor for NodeSupervisor {
                 registry: args.registry,
                 peers: args.peers,
                 policy: args.policy,
+                rebalance: args.rebalance,
             },
             myself.get_cell(),
         )

@@ -1,6 +1,8 @@
 //! `ShardSupervisor`: starts this node's Raft groups and one `ShardActor` per
 //! local shard, and restarts a failed shard actor with backoff. Too many
-//! failures inside the window escalate to the `NodeSupervisor`.
+//! failures inside the window escalate to the `NodeSupervisor`. It also
+//! reclaims the leadership of the shards this node prefers to lead once it is
+//! back and caught up after a failover (see `rebalance.rs`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -13,6 +15,7 @@ use sundial_raft::store::NodeStore;
 use sundial_raft::{Raft, ShardId};
 
 use super::policy::{stopped_child, Decision, RestartPolicy, RestartTracker};
+use super::rebalance::{should_reclaim, RebalancePolicy, ShardSight};
 use crate::layout::ClusterLayout;
 use crate::shard::{actor_name, ShardActor, ShardArgs};
 
@@ -24,11 +27,18 @@ pub struct ShardSupervisorArgs {
     pub registry: Arc<RaftRegistry>,
     pub peers: PeerClients,
     pub policy: RestartPolicy,
+    /// `None` turns leader rebalancing off.
+    pub rebalance: Option<RebalancePolicy>,
 }
+
+/// How often the supervisor looks at who leads its preferred shards.
+const REBALANCE_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub enum ShardSupervisorMsg {
     /// Start the actor of a shard again (sent after the backoff delay).
     Restart(ShardId),
+    /// Look for preferred shards led elsewhere (periodic).
+    Rebalance,
 }
 
 impl ractor::Message for ShardSupervisorMsg {}
@@ -38,6 +48,12 @@ pub struct ShardSupervisorState {
     children: HashMap<ActorId, ShardId>,
     trackers: HashMap<ShardId, RestartTracker>,
     policy: RestartPolicy,
+    layout: ClusterLayout,
+    rebalance: Option<RebalancePolicy>,
+    /// Per shard: the leader last seen and since when.
+    leader_seen: HashMap<ShardId, (Option<sundial_raft::NodeId>, Instant)>,
+    /// Per shard: the last reclaim attempt.
+    reclaimed_at: HashMap<ShardId, Instant>,
 }
 
 impl Actor for ShardSupervisor {
@@ -69,6 +85,10 @@ impl Actor for ShardSupervisor {
             children: HashMap::new(),
             trackers: HashMap::new(),
             policy: args.policy,
+            layout: args.layout.clone(),
+            rebalance: args.rebalance,
+            leader_seen: HashMap::new(),
+            reclaimed_at: HashMap::new(),
         };
         let shards: Vec<ShardId> = state.rafts.keys().copied().collect();
         for shard in &shards {
@@ -101,6 +121,10 @@ impl Actor for ShardSupervisor {
             }
         }
         tracing::info!(shards = state.rafts.len(), "shard supervisor started");
+        if state.rebalance.is_some() {
+            // Ends with this actor: ractor stops the interval when it stops.
+            myself.send_interval(REBALANCE_CHECK_EVERY, || ShardSupervisorMsg::Rebalance);
+        }
         Ok(state)
     }
 
@@ -132,6 +156,7 @@ impl Actor for ShardSupervisor {
                     myself.send_after(delay, move || ShardSupervisorMsg::Restart(shard));
                 }
             }
+            ShardSupervisorMsg::Rebalance => rebalance(state),
         }
         Ok(())
     }
@@ -164,6 +189,49 @@ impl Actor for ShardSupervisor {
                 )
                 .into())
             }
+        }
+    }
+}
+
+/// Starts an election on each preferred shard that another node leads, once
+/// the shard is stable and this replica caught up.
+fn rebalance(state: &mut ShardSupervisorState) {
+    let Some(policy) = state.rebalance else {
+        return;
+    };
+    let now = Instant::now();
+    let me = state.layout.node_id;
+    for (shard, raft) in &state.rafts {
+        let m = raft.metrics().borrow().clone();
+        let seen = state.leader_seen.entry(*shard).or_insert((m.current_leader, now));
+        if seen.0 != m.current_leader {
+            *seen = (m.current_leader, now);
+        }
+        let sight = ShardSight {
+            me,
+            preferred: state.layout.preferred_leader(*shard),
+            leader: m.current_leader,
+            following: m.state == openraft::ServerState::Follower,
+            last_log: m.last_log_index.unwrap_or(0),
+            last_applied: m.last_applied.map(|l| l.index).unwrap_or(0),
+        };
+        if should_reclaim(
+            sight,
+            &policy,
+            seen.1,
+            state.reclaimed_at.get(shard).copied(),
+            now,
+        ) {
+            state.reclaimed_at.insert(*shard, now);
+            tracing::info!(shard, from = ?m.current_leader, "reclaiming leadership of a preferred shard");
+            let raft = raft.clone();
+            let shard = *shard;
+            // Ends as soon as the Raft core takes the command.
+            tokio::spawn(async move {
+                if let Err(e) = raft.trigger().elect().await {
+                    tracing::warn!(shard, error = %e, "could not start an election");
+                }
+            });
         }
     }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::Actor;
-use sundial_actors::supervisor::{NodeSupervisor, NodeSupervisorArgs, RestartPolicy};
+use sundial_actors::supervisor::{NodeSupervisor, NodeSupervisorArgs, RebalancePolicy, RestartPolicy};
 use sundial_actors::GatewayHandle;
 use sundial_proto::v1::cluster_service_server::ClusterServiceServer;
 use sundial_proto::v1::job_service_server::JobServiceServer;
@@ -85,6 +85,7 @@ impl Node {
                 registry,
                 peers: PeerClients::default(),
                 policy: RestartPolicy::default(),
+                rebalance: Some(RebalancePolicy::default()),
                 gateway: gateway.clone(),
             },
         )
