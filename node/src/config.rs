@@ -64,6 +64,8 @@ pub struct RaftSection {
     pub election_timeout_max_ms: u64,
     pub snapshot_every: u64,
     pub logs_kept_after_snapshot: u64,
+    /// A restarted node takes back the shards it prefers to lead.
+    pub rebalance_leaders: bool,
 }
 
 impl Default for RaftSection {
@@ -75,6 +77,7 @@ impl Default for RaftSection {
             election_timeout_max_ms: t.election_max.as_millis() as u64,
             snapshot_every: t.snapshot_every,
             logs_kept_after_snapshot: t.logs_kept_after_snapshot,
+            rebalance_leaders: true,
         }
     }
 }
@@ -170,6 +173,8 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     pub cookie: String,
     pub limits: LimitsSection,
+    /// See `raft.rebalance_leaders` in cluster.toml.
+    pub rebalance_leaders: bool,
 }
 
 impl NodeConfig {
@@ -343,6 +348,7 @@ pub fn resolve(file: FileConfig, node_id: u64, overrides: Overrides) -> Result<N
         data_dir,
         cookie,
         limits,
+        rebalance_leaders: r.rebalance_leaders,
     })
 }
 
@@ -412,6 +418,13 @@ actor_addr = "127.0.0.1:7273"
         assert_eq!(cfg.data_dir, PathBuf::from("sundial-data/node2"));
         assert_eq!(cfg.actor_peers.len(), 2);
         assert_eq!(cfg.limits.max_payload_bytes, 1 << 20);
+        assert!(cfg.rebalance_leaders);
+        let off = SAMPLE.replace("[cluster]", "[raft]\nrebalance_leaders = false\n\n[cluster]");
+        assert!(
+            !resolve(parse(&off), 2, Overrides::default())
+                .expect("valid")
+                .rebalance_leaders
+        );
     }
 
     #[test]

@@ -85,7 +85,7 @@ impl Node {
                 registry,
                 peers: PeerClients::default(),
                 policy: RestartPolicy::default(),
-                rebalance: Some(RebalancePolicy::default()),
+                rebalance: cfg.rebalance_leaders.then(RebalancePolicy::default),
                 gateway: gateway.clone(),
             },
         )
