@@ -5,7 +5,10 @@
 set -euo pipefail
 
 missing=()
-if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 && ! ldconfig -p 2>/dev/null | grep -q libclang; then
+# Match libclang itself: libclang-cpp (installed with some LLVM packages) is a
+# different library and does not satisfy bindgen.
+if ! ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/llvm-*/lib/libclang-[0-9]*.so* >/dev/null 2>&1 \
+  && ! ldconfig -p 2>/dev/null | grep -Eq 'libclang(-[0-9.]+)?\.so'; then
   missing+=(libclang-dev)
 fi
 command -v g++ >/dev/null 2>&1 || missing+=(g++)
