@@ -115,7 +115,7 @@ cmd_status() {
       echo "node $i: stopped"
     fi
   done
-  [[ -n "$first" ]] && "$BIN" cluster status --addr "127.0.0.1:707$first" --timeout 3s
+  [[ -n "$first" ]] && "$BIN" cluster status --addr "127.0.0.1:707$first" --request-timeout 3s
 }
 
 case "${1:-}" in

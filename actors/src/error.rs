@@ -33,6 +33,18 @@ pub enum Error {
     JobNotFound(String),
     #[error("job {id} already finished as {state}")]
     AlreadyFinished { id: String, state: String },
+    /// A heartbeat, completion or failure named an attempt that does not
+    /// hold the job's lease (any more).
+    #[error("job {id}: attempt {token} does not hold the lease (job is {state}, attempt {attempts})")]
+    StaleLease {
+        id: String,
+        token: u32,
+        state: String,
+        attempts: u32,
+    },
+    /// A replay of a job that is not dead.
+    #[error("job {id} is {state}, only a dead job can be retried")]
+    NotDead { id: String, state: String },
     /// The deadline passed while the shard had no reachable leader.
     #[error("shard {shard} did not answer before the deadline: {last}")]
     DeadlineExceeded { shard: ShardId, last: String },

@@ -6,10 +6,13 @@
 //!   and an intensity limit.
 //! - [`shard`]: the shard actor (batching writes into Raft entries) and its
 //!   `ShardHandle`.
+//! - [`dispatch`]: per shard, on its leader: timers, lease requests from
+//!   worker sessions (long poll), lease expiry.
 //! - [`gateway`]: routing to shard leaders, forwarding across nodes over
 //!   `ractor_cluster`, retries inside the caller's deadline.
 //! - [`layout`]: the cluster's fixed shape and shard placement.
 
+pub mod dispatch;
 pub mod error;
 pub mod gateway;
 pub mod layout;

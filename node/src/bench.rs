@@ -25,14 +25,16 @@ pub enum System {
 /// One connection of either system.
 #[derive(Clone)]
 enum Conn {
-    Sundial(Client),
+    Sundial(Box<Client>),
     Etcd(KvClient<tonic::transport::Channel>),
 }
 
 impl Conn {
     async fn connect(system: System, addr: &str, timeout: Duration) -> Result<Conn, CliError> {
         match system {
-            System::Sundial => Ok(Conn::Sundial(Client::connect(addr).await?.with_timeout(timeout))),
+            System::Sundial => Ok(Conn::Sundial(Box::new(
+                Client::connect(addr).await?.with_timeout(timeout),
+            ))),
             System::Etcd => {
                 let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
                     .map_err(|e| CliError::usage(format!("--targets {addr:?}: {e}")))?
@@ -103,7 +105,7 @@ pub async fn run(args: ClientArgs, bench: SubmitBench) -> Result<(), CliError> {
     };
     let mut connections = Vec::new();
     for target in &targets {
-        connections.push(Conn::connect(bench.system, target, args.timeout).await?);
+        connections.push(Conn::connect(bench.system, target, args.request_timeout).await?);
     }
     if args.output == Output::Table {
         println!(

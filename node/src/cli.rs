@@ -54,6 +54,15 @@ pub enum Command {
         #[command(subcommand)]
         command: ClusterCommand,
     },
+    /// Run jobs: runs a command for each job of the queues, with the payload
+    /// on stdin. Exit 0 completes the job with stdout as its result; any
+    /// other exit fails it with stderr as the error (retried by its policy).
+    Worker {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        worker: WorkerArgs,
+    },
     /// Measure a running cluster.
     Bench {
         #[command(flatten)]
@@ -71,9 +80,9 @@ pub struct ClientArgs {
     /// Output format.
     #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
-    /// Request deadline.
+    /// Deadline of each request to the node.
     #[arg(long, global = true, default_value = "10s", value_parser = humantime::parse_duration)]
-    pub timeout: std::time::Duration,
+    pub request_timeout: std::time::Duration,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,7 +116,22 @@ pub enum JobCommand {
         /// A header KEY=VALUE handed to the worker; repeatable.
         #[arg(long = "header", value_name = "KEY=VALUE")]
         headers: Vec<String>,
+        /// Attempts in all, the first included (default 5).
+        #[arg(long)]
+        max_attempts: Option<u32>,
+        /// Retry backoff as INITIAL..MAX, e.g. 1s..5m (doubles each attempt).
+        #[arg(long, value_name = "INITIAL..MAX")]
+        backoff: Option<String>,
+        /// How long a lease lasts without a heartbeat, e.g. 30s.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        timeout: Option<std::time::Duration>,
+        /// Submitting the same key again (within 24 h) prints the first job's
+        /// id and creates nothing.
+        #[arg(long)]
+        idempotency_key: Option<String>,
     },
+    /// Replay a dead job with a fresh retry budget.
+    Retry { id: String },
     /// Show one job.
     Get {
         id: String,
@@ -136,6 +160,27 @@ pub enum JobCommand {
         #[arg(long)]
         local: bool,
     },
+}
+
+#[derive(Args, Debug)]
+pub struct WorkerArgs {
+    /// Queue to take jobs from; repeatable.
+    #[arg(long, required = true)]
+    pub queue: Vec<String>,
+    /// Tenant of the queues (default "default").
+    #[arg(long, default_value = "")]
+    pub namespace: String,
+    /// Jobs run at once.
+    #[arg(long, default_value_t = 1)]
+    pub concurrency: u32,
+    /// Shell command run for each job (by `sh -c`). It gets the payload on
+    /// stdin and SUNDIAL_JOB_ID, SUNDIAL_ATTEMPT, SUNDIAL_QUEUE,
+    /// SUNDIAL_NAMESPACE in its environment.
+    #[arg(long)]
+    pub exec: String,
+    /// The worker's name in leases (default host-pid).
+    #[arg(long)]
+    pub id: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -33,7 +33,9 @@ impl From<sundial_sdk::Error> for CliError {
 }
 
 pub async fn connect(args: &ClientArgs) -> Result<Client, CliError> {
-    Ok(Client::connect(&args.addr).await?.with_timeout(args.timeout))
+    Ok(Client::connect(&args.addr)
+        .await?
+        .with_timeout(args.request_timeout))
 }
 
 fn read_payload(spec: &str) -> Result<Vec<u8>, CliError> {
@@ -48,6 +50,22 @@ fn read_payload(spec: &str) -> Result<Vec<u8>, CliError> {
         return Ok(buf);
     }
     std::fs::read(path).map_err(|e| CliError::usage(format!("--payload @{path}: {e}")))
+}
+
+/// Parses `INITIAL..MAX`, e.g. `1s..5m`.
+fn parse_backoff(spec: &str) -> Result<(std::time::Duration, std::time::Duration), CliError> {
+    let bad = |why: String| {
+        CliError::usage(format!(
+            "--backoff {spec:?}: {why} (expected INITIAL..MAX, e.g. 1s..5m)"
+        ))
+    };
+    let (a, b) = spec.split_once("..").ok_or_else(|| bad("no \"..\"".into()))?;
+    let initial = humantime::parse_duration(a.trim()).map_err(|e| bad(format!("{a:?}: {e}")))?;
+    let max = humantime::parse_duration(b.trim()).map_err(|e| bad(format!("{b:?}: {e}")))?;
+    if initial > max {
+        return Err(bad("INITIAL is more than MAX".into()));
+    }
+    Ok((initial, max))
 }
 
 fn parse_state(text: &str) -> Result<JobState, CliError> {
@@ -96,6 +114,16 @@ fn job_json(job: &proto::Job) -> serde_json::Value {
         "updated_at": time_text(job.updated_at_ms),
         "headers": job.headers,
         "payload": String::from_utf8_lossy(&job.payload),
+        "max_attempts": job.retry.as_ref().map(|r| r.max_attempts),
+        "timeout_ms": job.timeout_ms,
+        "lease": job.lease.as_ref().map(|l| serde_json::json!({
+            "token": l.token,
+            "deadline": time_text(l.deadline_ms),
+            "worker": l.worker_id,
+            "node": l.node_id,
+        })),
+        "result": String::from_utf8_lossy(&job.result),
+        "last_error": job.last_error,
     })
 }
 
@@ -111,12 +139,29 @@ fn print_job(job: &proto::Job, output: Output) {
             println!("queue:      {}", job.queue);
             println!("state:      {}", state_name(job.state));
             println!("priority:   {}", job.priority);
-            println!("attempts:   {}", job.attempts);
+            let max = job.retry.as_ref().map(|r| r.max_attempts).unwrap_or(0);
+            println!("attempts:   {} of {max}", job.attempts);
             println!("run_at:     {}", time_text(job.run_at_ms));
             println!("created_at: {}", time_text(job.created_at_ms));
             println!("updated_at: {}", time_text(job.updated_at_ms));
             for (k, v) in &job.headers {
                 println!("header:     {k}={v}");
+            }
+            if let Some(l) = &job.lease {
+                println!(
+                    "lease:      token {} held by {} on node {} until {}",
+                    l.token,
+                    l.worker_id,
+                    l.node_id,
+                    time_text(l.deadline_ms)
+                );
+            }
+            if !job.last_error.is_empty() {
+                println!("last_error: {}", job.last_error);
+            }
+            if !job.result.is_empty() {
+                let result = String::from_utf8_lossy(&job.result);
+                println!("result:     {}", result.chars().take(200).collect::<String>());
             }
             println!(
                 "payload:    {shown}{}",
@@ -136,11 +181,28 @@ pub async fn job(args: ClientArgs, command: JobCommand) -> Result<(), CliError> 
             at,
             priority,
             headers,
+            max_attempts,
+            backoff,
+            timeout,
+            idempotency_key,
         } => {
             let payload = read_payload(&payload)?;
             let mut job = NewJob::new(queue, payload)
                 .namespace(namespace)
                 .priority(priority);
+            if let Some(n) = max_attempts {
+                job = job.max_attempts(n);
+            }
+            if let Some(spec) = backoff {
+                let (initial, max) = parse_backoff(&spec)?;
+                job = job.backoff(initial, max);
+            }
+            if let Some(timeout) = timeout {
+                job = job.timeout(timeout);
+            }
+            if let Some(key) = idempotency_key {
+                job = job.idempotency_key(key);
+            }
             if let Some(delay) = delay {
                 job = job.delay_ms(delay.as_millis() as u64);
             }
@@ -167,6 +229,11 @@ pub async fn job(args: ClientArgs, command: JobCommand) -> Result<(), CliError> 
                 proto::ReadConsistency::Unspecified
             };
             let job = client.get_job_with(&id, consistency).await?;
+            print_job(&job, args.output);
+        }
+        JobCommand::Retry { id } => {
+            let mut client = connect(&args).await?;
+            let job = client.retry_job(&id).await?;
             print_job(&job, args.output);
         }
         JobCommand::Cancel { id } => {
@@ -233,7 +300,7 @@ pub async fn cluster(args: ClientArgs, command: ClusterCommand) -> Result<(), Cl
             let deadline = std::time::Instant::now() + within;
             loop {
                 let last = match Client::connect(&args.addr).await {
-                    Ok(client) => match client.with_timeout(args.timeout).cluster_info().await {
+                    Ok(client) => match client.with_timeout(args.request_timeout).cluster_info().await {
                         Ok(info) => {
                             let leaderless = info.shards.iter().filter(|s| !s.healthy).count();
                             // Usable means: every shard has a leader this node

@@ -91,6 +91,8 @@ pub struct LimitsSection {
     pub max_request_timeout_ms: u64,
     /// Deadline of a request that sets none, in ms.
     pub default_request_timeout_ms: u64,
+    /// How long an idempotency key keeps returning its first job, in ms.
+    pub idempotency_retention_ms: u64,
 }
 
 impl Default for LimitsSection {
@@ -99,6 +101,7 @@ impl Default for LimitsSection {
             max_payload_bytes: 1 << 20,
             max_request_timeout_ms: 60_000,
             default_request_timeout_ms: 10_000,
+            idempotency_retention_ms: 24 * 3600 * 1000,
         }
     }
 }
@@ -276,6 +279,16 @@ pub fn resolve(file: FileConfig, node_id: u64, overrides: Overrides) -> Result<N
         return Err(bad(
             "limits.default_request_timeout_ms",
             "must be above 0 and at most limits.max_request_timeout_ms",
+        ));
+    }
+
+    if limits.idempotency_retention_ms == 0 || limits.idempotency_retention_ms > 366 * 24 * 3600 * 1000 {
+        return Err(bad(
+            "limits.idempotency_retention_ms",
+            format!(
+                "{} is out of range 1..=31622400000 (a year)",
+                limits.idempotency_retention_ms
+            ),
         ));
     }
 

@@ -5,9 +5,9 @@
 //! Layout:
 //! - [`config`]: `cluster.toml` → `SUNDIAL_*` env → flags, validated up front.
 //! - [`server`]: starts a node: storage, Raft transport, actor plane, actors,
-//!   client gRPC (jobs, cluster, health, reflection).
+//!   client gRPC (jobs, workers, cluster, health, reflection).
 //! - [`actor_plane`]: the `ractor_cluster` node server and peer dialing.
-//! - [`cli`], [`commands`], [`bench`]: the command line.
+//! - [`cli`], [`commands`], [`worker_cmd`], [`bench`]: the command line.
 
 pub mod actor_plane;
 pub mod bench;
@@ -15,3 +15,4 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod server;
+pub mod worker_cmd;

@@ -57,6 +57,10 @@ async fn run(cli: Cli) -> ExitCode {
         }
         Command::Job { client, command } => finish(sundial::commands::job(client, command).await),
         Command::Cluster { client, command } => finish(sundial::commands::cluster(client, command).await),
+        Command::Worker { client, worker } => {
+            init_tracing();
+            finish(sundial::worker_cmd::run(client, worker).await)
+        }
         Command::Bench { client, command } => {
             let (system, load) = match command {
                 BenchCommand::Submit(load) => (System::Sundial, load),

@@ -61,27 +61,8 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::{Job, JobId, JobState};
+    use crate::job::{sample_job, Job, JobId};
     use crate::types::{Op, Request};
-    use std::collections::BTreeMap;
-
-    fn sample_job() -> Job {
-        let mut headers = BTreeMap::new();
-        headers.insert("trace".to_string(), "abc".to_string());
-        Job {
-            id: JobId::new(5, 1_700_000_000_000, 42),
-            namespace: "default".into(),
-            queue: "emails".into(),
-            payload: vec![0, 1, 2, 255],
-            headers,
-            run_at_ms: 1_700_000_000_500,
-            priority: -3,
-            state: JobState::Scheduled,
-            attempts: 0,
-            created_at_ms: 1_700_000_000_000,
-            updated_at_ms: 1_700_000_000_000,
-        }
-    }
 
     #[test]
     fn job_round_trips() {
@@ -96,7 +77,7 @@ mod tests {
     fn request_round_trips() {
         let req = Request {
             ops: vec![
-                Op::Submit(sample_job()),
+                Op::Submit(Box::new(sample_job())),
                 Op::Cancel {
                     id: JobId::new(5, 1, 2),
                     at_ms: 9,

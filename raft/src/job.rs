@@ -124,24 +124,147 @@ pub struct Job {
     pub queue: String,
     pub payload: Vec<u8>,
     pub headers: BTreeMap<String, String>,
-    /// Due time, ms since the Unix epoch.
+    /// Due time, ms since the Unix epoch. After a failed attempt, the time of
+    /// the retry.
     pub run_at_ms: i64,
     pub priority: i32,
     pub state: JobState,
+    /// Attempts started so far; the latest is the fencing token of the lease.
     pub attempts: u32,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
+    /// How failed attempts are retried.
+    pub retry: RetryPolicy,
+    /// How long a lease lasts without a heartbeat, in ms. A heartbeat extends
+    /// the lease to this long from the heartbeat.
+    pub timeout_ms: u64,
+    /// The current lease while the job is `Leased`.
+    pub lease: Option<Lease>,
+    /// What the worker returned when the job succeeded.
+    pub result: Option<Vec<u8>>,
+    /// Why the last attempt failed, if it did.
+    pub last_error: Option<String>,
+    /// Attempts counted before the last replay of a dead job: the retry budget
+    /// applies to `attempts - replay_base`, while `attempts` (the fencing
+    /// token) keeps growing.
+    pub replay_base: u32,
+    /// The client's key for this submit: while the key is retained, another
+    /// submit with it in the same namespace returns this job.
+    pub idempotency_key: Option<String>,
+    /// Until when the key is retained, ms since the epoch.
+    pub idempotency_until_ms: i64,
+}
+
+impl Job {
+    /// True while the job waits to be leased (in the time index).
+    pub fn is_waiting(&self) -> bool {
+        matches!(self.state, JobState::Scheduled | JobState::Ready)
+    }
+
+    /// True when the latest attempt may be retried under the job's policy.
+    pub fn has_attempts_left(&self) -> bool {
+        self.attempts.saturating_sub(self.replay_base) < self.retry.max_attempts
+    }
+}
+
+/// How a job's failed attempts are retried: exponential backoff from
+/// `initial_backoff_ms`, doubling up to `max_backoff_ms`, with "equal jitter"
+/// (half fixed, half random) so that jobs failing together do not retry
+/// together.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included; at least 1.
+    pub max_attempts: u32,
+    pub initial_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 5,
+            initial_backoff_ms: 1_000,
+            max_backoff_ms: 300_000,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay before the retry that follows failed attempt `attempt`
+    /// (1-based). The jitter is derived from the job id and the attempt, so
+    /// every replica computes the same value when it applies the failure.
+    pub fn backoff_ms(&self, id: &JobId, attempt: u32) -> u64 {
+        let exp = attempt.saturating_sub(1).min(40);
+        let base = self
+            .initial_backoff_ms
+            .saturating_mul(1u64 << exp)
+            .min(self.max_backoff_ms.max(self.initial_backoff_ms));
+        let half = base / 2;
+        if half == 0 {
+            return base;
+        }
+        let mut seed = id.0.to_vec();
+        seed.extend_from_slice(&attempt.to_be_bytes());
+        let jitter = fnv1a(&seed) % (half + 1);
+        base - half + jitter
+    }
+}
+
+/// A worker's right to run one attempt of a job until `deadline_ms`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// The fencing token: the attempt number this lease is for.
+    pub token: u32,
+    pub deadline_ms: i64,
+    pub leased_at_ms: i64,
+    /// Who holds it: the worker's own name, the node its stream is on, and the
+    /// stream's session id on that node (cancellations are sent there).
+    pub worker: String,
+    pub node: u64,
+    pub session: u64,
 }
 
 /// Maps any key to a shard, for callers that spread new jobs by a key.
 pub fn shard_for_key(key: &[u8], shard_count: u32) -> ShardId {
-    // FNV-1a: stable across versions and platforms, unlike std's hasher.
+    (fnv1a(key) % u64::from(shard_count.max(1))) as ShardId
+}
+
+/// FNV-1a: stable across versions and platforms, unlike std's hasher.
+fn fnv1a(bytes: &[u8]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in key {
+    for &b in bytes {
         hash ^= u64::from(b);
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    (hash % u64::from(shard_count.max(1))) as ShardId
+    hash
+}
+
+/// A job with every field set, for tests.
+#[cfg(test)]
+pub(crate) fn sample_job() -> Job {
+    let mut headers = BTreeMap::new();
+    headers.insert("trace".to_string(), "abc".to_string());
+    Job {
+        id: JobId::new(5, 1_700_000_000_000, 42),
+        namespace: "default".into(),
+        queue: "emails".into(),
+        payload: vec![0, 1, 2, 255],
+        headers,
+        run_at_ms: 1_700_000_000_500,
+        priority: -3,
+        state: JobState::Scheduled,
+        attempts: 0,
+        created_at_ms: 1_700_000_000_000,
+        updated_at_ms: 1_700_000_000_000,
+        retry: RetryPolicy::default(),
+        timeout_ms: 30_000,
+        lease: None,
+        result: None,
+        last_error: None,
+        replay_base: 0,
+        idempotency_key: None,
+        idempotency_until_ms: 0,
+    }
 }
 
 #[cfg(test)]
@@ -180,6 +303,41 @@ mod tests {
             let err = bad.parse::<JobId>().expect_err(bad);
             assert_eq!(err.input, bad);
         }
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_bounded_jitter() {
+        let policy = RetryPolicy {
+            max_attempts: 10,
+            initial_backoff_ms: 1_000,
+            max_backoff_ms: 8_000,
+        };
+        let id = JobId::new(1, 2, 3);
+        for (attempt, base) in [(1u32, 1_000u64), (2, 2_000), (3, 4_000), (4, 8_000), (9, 8_000)] {
+            let got = policy.backoff_ms(&id, attempt);
+            assert!(
+                got >= base / 2 && got <= base,
+                "attempt {attempt}: {got} not in [{}, {base}]",
+                base / 2
+            );
+            assert_eq!(got, policy.backoff_ms(&id, attempt), "deterministic");
+        }
+        let spread: std::collections::HashSet<u64> = (0..50u64)
+            .map(|r| policy.backoff_ms(&JobId::new(1, 2, r), 3))
+            .collect();
+        assert!(spread.len() > 10, "jitter spreads retries: {spread:?}");
+    }
+
+    #[test]
+    fn retry_budget_counts_from_the_last_replay() {
+        let mut job = sample_job();
+        job.retry.max_attempts = 2;
+        job.attempts = 2;
+        assert!(!job.has_attempts_left());
+        job.replay_base = 2;
+        assert!(job.has_attempts_left());
+        job.attempts = 4;
+        assert!(!job.has_attempts_left());
     }
 
     #[test]

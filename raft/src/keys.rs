@@ -5,9 +5,11 @@
 //! Column family `meta`: shard u32 | tag                    → encoded value
 //! Column family `sm`:   shard u32 | kind u8 | rest         → see below
 //!   kind `J`  | job id (16)                                → encoded Job
-//!   kind `T`  | run_at (u64, sign-flipped) | job id        → () time index
+//!   kind `T`  | run_at (u64, sign-flipped) | job id        → encoded TimerInfo (waiting jobs)
+//!   kind `L`  | deadline (u64, sign-flipped) | job id      → token u32 (leased jobs)
 //!   kind `Q`  | ns len u8 | ns | queue len u8 | queue | id → state code (list index)
 //!   kind `N`  | ns len u8 | ns | id                        → state code (list index)
+//!   kind `I`  | ns len u8 | ns | idempotency key            → job id (16) | retained until (i64 BE)
 //!   kind `A`  applied log id; kind `M` last membership (state machine meta)
 
 use crate::job::{JobId, ShardId};
@@ -22,7 +24,9 @@ pub const META_PURGED: u8 = b'p';
 
 pub const SM_JOB: u8 = b'J';
 pub const SM_TIME: u8 = b'T';
+pub const SM_LEASE: u8 = b'L';
 pub const SM_QUEUE: u8 = b'Q';
+pub const SM_IDEMPOTENCY: u8 = b'I';
 pub const SM_NAMESPACE: u8 = b'N';
 pub const SM_APPLIED: u8 = b'A';
 pub const SM_MEMBERSHIP: u8 = b'M';
@@ -86,6 +90,19 @@ pub fn time_key(run_at_ms: i64, id: &JobId) -> Vec<u8> {
     k
 }
 
+pub fn lease_key(deadline_ms: i64, id: &JobId) -> Vec<u8> {
+    let mut k = sm_key(id.shard(), SM_LEASE);
+    k.extend_from_slice(&ordered_i64(deadline_ms).to_be_bytes());
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+/// The time part of a `T` or `L` key.
+pub fn key_time(key: &[u8]) -> Option<i64> {
+    let bytes: [u8; 8] = key.get(5..13)?.try_into().ok()?;
+    Some((u64::from_be_bytes(bytes) ^ (1 << 63)) as i64)
+}
+
 fn push_short(k: &mut Vec<u8>, s: &str) {
     // Names are validated to at most 128 bytes before they reach storage.
     let len = s.len().min(255);
@@ -103,6 +120,13 @@ pub fn queue_prefix(shard: ShardId, namespace: &str, queue: &str) -> Vec<u8> {
 pub fn namespace_prefix(shard: ShardId, namespace: &str) -> Vec<u8> {
     let mut k = sm_key(shard, SM_NAMESPACE);
     push_short(&mut k, namespace);
+    k
+}
+
+pub fn idempotency_key(shard: ShardId, namespace: &str, key: &str) -> Vec<u8> {
+    let mut k = sm_key(shard, SM_IDEMPOTENCY);
+    push_short(&mut k, namespace);
+    k.extend_from_slice(key.as_bytes());
     k
 }
 
@@ -158,6 +182,9 @@ mod tests {
         assert!(time_key(-5, &id) < time_key(0, &id));
         assert!(time_key(0, &id) < time_key(1, &id));
         assert!(time_key(1_000, &id) < time_key(1_001, &id));
+        assert_eq!(key_time(&time_key(-5, &id)), Some(-5));
+        assert_eq!(key_time(&lease_key(1_234, &id)), Some(1_234));
+        assert_eq!(trailing_id(&lease_key(1_234, &id)), Some(id));
     }
 
     #[test]

@@ -53,14 +53,57 @@ pub struct Request {
     pub ops: Vec<Op>,
 }
 
-/// One state machine operation.
+/// One state machine operation. Times (`at_ms`) come from the shard leader's
+/// clock when it proposes the operation, so applying is deterministic.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Op {
     /// Store a new job. Applying a submit whose id is already stored changes
     /// nothing: a retried submit (same id) is applied once.
-    Submit(Job),
+    Submit(Box<Job>),
     /// Cancel a job that is not finished, at the leader's clock `at_ms`.
     Cancel { id: JobId, at_ms: i64 },
+    /// Lease each listed job that is still waiting and due at `at_ms` to
+    /// `holder`: its attempt count grows by one and becomes the lease's
+    /// fencing token. Jobs no longer waiting are skipped.
+    Lease {
+        ids: Vec<JobId>,
+        holder: LeaseHolder,
+        at_ms: i64,
+    },
+    /// Extend the lease `token` of a job to `at_ms` + the job's timeout.
+    Heartbeat { id: JobId, token: u32, at_ms: i64 },
+    /// Record the success of attempt `token`.
+    Complete {
+        id: JobId,
+        token: u32,
+        result: Vec<u8>,
+        at_ms: i64,
+    },
+    /// Record the failure of attempt `token`: retried after a backoff while
+    /// attempts are left and the failure is retryable, dead otherwise.
+    Fail {
+        id: JobId,
+        token: u32,
+        error: String,
+        retryable: bool,
+        at_ms: i64,
+    },
+    /// End lease `token` if its deadline passed by `at_ms`; the attempt
+    /// counts as failed.
+    Expire { id: JobId, token: u32, at_ms: i64 },
+    /// Replay a dead job: waiting again from `at_ms` with a fresh retry budget.
+    Retry { id: JobId, at_ms: i64 },
+}
+
+/// Who a lease goes to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseHolder {
+    /// The worker's own name (for operators).
+    pub worker: String,
+    /// The node whose worker stream holds the lease.
+    pub node: NodeId,
+    /// The stream's session id on that node.
+    pub session: u64,
 }
 
 /// The outcome of each op of a [`Request`], in the same order.
@@ -71,12 +114,24 @@ pub struct Response {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OpResult {
-    /// The job is stored; `created` is false when it already was.
-    Submitted { created: bool },
+    /// The job is stored under `id`. `created` is false when it already was,
+    /// or when its idempotency key named an earlier job (then `id` is that
+    /// job's).
+    Submitted { created: bool, id: JobId },
     /// The job is now (or already was) cancelled.
     Cancelled(Box<Job>),
     /// No job has this id.
     NotFound,
     /// The job already finished in this state and cannot be cancelled.
     AlreadyFinished(JobState),
+    /// The jobs of a `Lease` op that were leased, as stored now.
+    Leased(Vec<Job>),
+    /// A heartbeat, completion, failure, expiry or replay took effect; the job
+    /// as stored now.
+    Updated(Box<Job>),
+    /// The attempt named by the op's token does not hold the job (any more):
+    /// nothing changed. Carries the job's current state and attempt count.
+    Stale { state: JobState, attempts: u32 },
+    /// A replay of a job that is not dead: nothing changed.
+    NotDead(JobState),
 }

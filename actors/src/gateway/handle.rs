@@ -4,7 +4,9 @@
 //! unavailable shards until the caller's deadline, so a client never sees an
 //! election.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ractor::ActorRef;
@@ -12,9 +14,10 @@ use sundial_raft::codec;
 use sundial_raft::network::RaftRegistry;
 use sundial_raft::store::{JobFilter, NodeStore};
 use sundial_raft::types::{Op, OpResult};
-use sundial_raft::{Job, JobId, NodeId, ShardId};
+use sundial_raft::{Job, JobId, JobState, NodeId, ShardId};
 
-use super::messages::{Forwarded, GatewayMsg, GatewayReply, GatewayRequest};
+use super::messages::{Forwarded, GatewayMsg, GatewayReply, GatewayRequest, WorkerNotice};
+use crate::dispatch::{DispatchHandle, LeaseRequest};
 use crate::error::{Error, ExecError};
 use crate::layout::ClusterLayout;
 use crate::shard::ShardHandle;
@@ -37,6 +40,32 @@ struct Inner {
     layout: ClusterLayout,
     store: Arc<NodeStore>,
     registry: Arc<RaftRegistry>,
+    sessions: Sessions,
+}
+
+/// This node's worker sessions, by id, each with the channel its notices go to.
+struct Sessions {
+    next: AtomicU64,
+    open: Mutex<HashMap<u64, tokio::sync::mpsc::UnboundedSender<WorkerNotice>>>,
+}
+
+/// A worker session's registration; dropping it closes the session's notices.
+pub struct SessionGuard {
+    pub id: u64,
+    handle: GatewayHandle,
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        let mut open = self
+            .handle
+            .inner
+            .sessions
+            .open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        open.remove(&self.id);
+    }
 }
 
 /// A shard as this node sees it.
@@ -64,6 +93,12 @@ impl GatewayHandle {
                 layout,
                 store,
                 registry,
+                sessions: Sessions {
+                    // Random high bits: a restarted node never reuses the ids
+                    // of leases its earlier life handed out.
+                    next: AtomicU64::new(rand::random::<u64>() & !0xffff_ffff),
+                    open: Mutex::default(),
+                },
             }),
         }
     }
@@ -72,18 +107,29 @@ impl GatewayHandle {
         &self.inner.layout
     }
 
-    /// Stores `job` durably on its shard (quorum-committed and fsynced).
-    /// Retries are safe: the job id makes a repeated submit a no-op.
-    pub async fn submit(&self, job: Job, deadline: Instant) -> Result<Job, Error> {
+    /// Stores `job` durably on its shard (quorum-committed and fsynced) and
+    /// returns the id it is stored under, and whether this call created it.
+    /// Retries are safe: the job id makes a repeated submit a no-op. A job
+    /// whose idempotency key is retained returns the first job's id.
+    pub async fn submit(&self, job: Job, deadline: Instant) -> Result<(JobId, bool), Error> {
         let shard = job.id.shard();
         let request = GatewayRequest::Write {
             shard,
-            op: Op::Submit(job.clone()),
+            op: Op::Submit(Box::new(job)),
         };
         match self.execute(request, deadline).await? {
-            GatewayReply::Written(OpResult::Submitted { .. }) => Ok(job),
+            GatewayReply::Written(OpResult::Submitted { created, id }) => Ok((id, created)),
             other => Err(unexpected(other)),
         }
+    }
+
+    /// The shard every job with this idempotency key goes to, so one shard
+    /// sees all of a key's submits.
+    pub fn shard_for_idempotency_key(&self, namespace: &str, key: &str) -> ShardId {
+        let mut bytes = namespace.as_bytes().to_vec();
+        bytes.push(0);
+        bytes.extend_from_slice(key.as_bytes());
+        sundial_raft::job::shard_for_key(&bytes, self.inner.layout.shard_count)
     }
 
     /// Cancels a job that has not finished.
@@ -93,13 +139,116 @@ impl GatewayHandle {
             op: Op::Cancel { id, at_ms },
         };
         match self.execute(request, deadline).await? {
-            GatewayReply::Written(OpResult::Cancelled(job)) => Ok(*job),
+            GatewayReply::Written(OpResult::Cancelled(job)) => {
+                if let Some(lease) = &job.lease {
+                    // The job was leased: tell its worker, best effort (the
+                    // worker also learns it from a refused heartbeat).
+                    let notice = GatewayRequest::Notice {
+                        session: lease.session,
+                        notice: WorkerNotice::Cancelled(job.id),
+                    };
+                    let this = self.clone();
+                    let node = lease.node;
+                    // Ends within its short timeout.
+                    tokio::spawn(async move { this.notify(node, notice).await });
+                }
+                Ok(*job)
+            }
             GatewayReply::Written(OpResult::NotFound) => Err(Error::JobNotFound(id.to_string())),
             GatewayReply::Written(OpResult::AlreadyFinished(state)) => Err(Error::AlreadyFinished {
                 id: id.to_string(),
-                state: format!("{state:?}").to_lowercase(),
+                state: state_name(state),
             }),
             other => Err(unexpected(other)),
+        }
+    }
+
+    /// Leases up to `request.max` ready jobs of `shard` to a worker session,
+    /// waiting up to `request.wait_ms` on the leader for some to come.
+    pub async fn lease(
+        &self,
+        shard: ShardId,
+        request: LeaseRequest,
+        deadline: Instant,
+    ) -> Result<Vec<Job>, Error> {
+        match self
+            .execute(GatewayRequest::Lease { shard, request }, deadline)
+            .await?
+        {
+            GatewayReply::Leased(jobs) => Ok(jobs),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Writes a heartbeat, completion or failure of one attempt (`op` names
+    /// the job and its fencing token) and returns the job as stored after it.
+    pub async fn attempt(&self, op: Op, deadline: Instant) -> Result<Job, Error> {
+        let (id, token) = match &op {
+            Op::Heartbeat { id, token, .. } | Op::Complete { id, token, .. } | Op::Fail { id, token, .. } => {
+                (*id, *token)
+            }
+            other => return Err(Error::Internal(format!("not an attempt operation: {other:?}"))),
+        };
+        let request = GatewayRequest::Write {
+            shard: id.shard(),
+            op,
+        };
+        match self.execute(request, deadline).await? {
+            GatewayReply::Written(OpResult::Updated(job)) => Ok(*job),
+            GatewayReply::Written(OpResult::NotFound) => Err(Error::JobNotFound(id.to_string())),
+            GatewayReply::Written(OpResult::Stale { state, attempts }) => Err(Error::StaleLease {
+                id: id.to_string(),
+                token,
+                state: state_name(state),
+                attempts,
+            }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Replays a dead job: waiting again now, with a fresh retry budget.
+    pub async fn retry(&self, id: JobId, at_ms: i64, deadline: Instant) -> Result<Job, Error> {
+        let request = GatewayRequest::Write {
+            shard: id.shard(),
+            op: Op::Retry { id, at_ms },
+        };
+        match self.execute(request, deadline).await? {
+            GatewayReply::Written(OpResult::Updated(job)) => Ok(*job),
+            GatewayReply::Written(OpResult::NotFound) => Err(Error::JobNotFound(id.to_string())),
+            GatewayReply::Written(OpResult::NotDead(state)) => Err(Error::NotDead {
+                id: id.to_string(),
+                state: state_name(state),
+            }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Registers a worker session on this node; notices for it arrive on the
+    /// returned channel until the guard is dropped.
+    pub fn open_session(&self) -> (SessionGuard, tokio::sync::mpsc::UnboundedReceiver<WorkerNotice>) {
+        let id = self.inner.sessions.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut open = self.inner.sessions.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.insert(id, tx);
+        (
+            SessionGuard {
+                id,
+                handle: self.clone(),
+            },
+            rx,
+        )
+    }
+
+    /// Delivers a notice to a session on `node`, best effort.
+    async fn notify(&self, node: NodeId, notice: GatewayRequest) {
+        let timeout = Duration::from_secs(2);
+        let result = if node == self.inner.layout.node_id {
+            self.execute_local(notice, timeout).await
+        } else {
+            self.forward(node, &notice, timeout).await
+        };
+        if let Err(e) = result {
+            tracing::debug!(node, error = %e, "worker notice not delivered");
         }
     }
 
@@ -113,7 +262,7 @@ impl GatewayHandle {
                 .map_err(|e| Error::Internal(e.to_string()))?
         } else {
             match self.execute(GatewayRequest::Get { id }, deadline).await? {
-                GatewayReply::Job(job) => job,
+                GatewayReply::Job(job) => job.map(|j| *j),
                 other => return Err(unexpected(other)),
             }
         };
@@ -338,10 +487,22 @@ impl GatewayHandle {
         timeout: Duration,
     ) -> Result<GatewayReply, ExecError> {
         let shard = request.shard();
+        if let GatewayRequest::Notice { session, notice } = request {
+            let open = self.inner.sessions.open.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(tx) = open.get(&session) {
+                let _ = tx.send(notice);
+            }
+            return Ok(GatewayReply::Noted);
+        }
         let Some(raft) = self.inner.registry.get(shard) else {
             return Err(ExecError::NotLeader { shard, leader: None });
         };
         match request {
+            GatewayRequest::Notice { .. } => Ok(GatewayReply::Noted),
+            GatewayRequest::Lease { request, .. } => {
+                let jobs = DispatchHandle::new(shard).lease(request, timeout).await?;
+                Ok(GatewayReply::Leased(jobs))
+            }
             GatewayRequest::Write { op, .. } => {
                 let result = ShardHandle::new(shard).write(op, timeout).await?;
                 Ok(GatewayReply::Written(result))
@@ -353,7 +514,7 @@ impl GatewayHandle {
                     .store
                     .get_job(&id)
                     .map_err(|e| ExecError::Internal(e.to_string()))?;
-                Ok(GatewayReply::Job(job))
+                Ok(GatewayReply::Job(job.map(Box::new)))
             }
             GatewayRequest::List {
                 filter, after, limit, ..
@@ -426,6 +587,11 @@ async fn ensure_linearizable(
             reason: format!("leadership not confirmed within {timeout:?}"),
         }),
     }
+}
+
+/// A state's name as users see it.
+pub fn state_name(state: JobState) -> String {
+    format!("{state:?}").to_lowercase()
 }
 
 fn unexpected(reply: GatewayReply) -> Error {

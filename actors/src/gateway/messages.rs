@@ -10,6 +10,8 @@ use sundial_raft::store::{JobFilter, JobPage};
 use sundial_raft::types::{Op, OpResult};
 use sundial_raft::{Job, JobId, ShardId};
 
+use crate::dispatch::LeaseRequest;
+
 /// The gateway actor's mailbox; the only remote-capable message in Sundial.
 #[derive(RactorClusterMessage)]
 pub enum GatewayMsg {
@@ -41,13 +43,30 @@ pub enum GatewayRequest {
         after: Option<JobId>,
         limit: u32,
     },
+    /// Lease ready jobs of one shard to a worker session (long poll).
+    Lease { shard: ShardId, request: LeaseRequest },
+    /// Tell a worker session on the receiving node that a job it holds was
+    /// cancelled. Addressed to a node, not a shard leader.
+    Notice { session: u64, notice: WorkerNotice },
+}
+
+/// What a node tells one of its worker sessions about a job it holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WorkerNotice {
+    Cancelled(JobId),
 }
 
 impl GatewayRequest {
     pub fn shard(&self) -> ShardId {
         match self {
-            GatewayRequest::Write { shard, .. } | GatewayRequest::List { shard, .. } => *shard,
+            GatewayRequest::Write { shard, .. }
+            | GatewayRequest::List { shard, .. }
+            | GatewayRequest::Lease { shard, .. } => *shard,
             GatewayRequest::Get { id } => id.shard(),
+            GatewayRequest::Notice {
+                notice: WorkerNotice::Cancelled(id),
+                ..
+            } => id.shard(),
         }
     }
 }
@@ -56,6 +75,9 @@ impl GatewayRequest {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum GatewayReply {
     Written(OpResult),
-    Job(Option<Job>),
+    Job(Option<Box<Job>>),
     Page(JobPage),
+    Leased(Vec<Job>),
+    /// A notice was delivered (or its session is gone).
+    Noted,
 }

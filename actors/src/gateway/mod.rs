@@ -15,8 +15,8 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use sundial_raft::codec;
 
-pub use handle::{gateway_group, GatewayHandle, ListPage, ShardView};
-pub use messages::{Forwarded, GatewayMsg, GatewayReply, GatewayRequest};
+pub use handle::{gateway_group, state_name, GatewayHandle, ListPage, SessionGuard, ShardView};
+pub use messages::{Forwarded, GatewayMsg, GatewayReply, GatewayRequest, WorkerNotice};
 
 use crate::error::ExecError;
 

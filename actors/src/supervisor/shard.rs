@@ -16,6 +16,7 @@ use sundial_raft::{Raft, ShardId};
 
 use super::policy::{stopped_child, Decision, RestartPolicy, RestartTracker};
 use super::rebalance::{should_reclaim, RebalancePolicy, ShardSight};
+use crate::dispatch::{self, DispatchArgs, Dispatcher};
 use crate::layout::ClusterLayout;
 use crate::shard::{actor_name, ShardActor, ShardArgs};
 
@@ -34,9 +35,18 @@ pub struct ShardSupervisorArgs {
 /// How often the supervisor looks at who leads its preferred shards.
 const REBALANCE_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// The two actors each local shard has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Child {
+    /// Batches writes into Raft entries.
+    Shard,
+    /// Timers and leases, active on the leader.
+    Dispatch,
+}
+
 pub enum ShardSupervisorMsg {
-    /// Start the actor of a shard again (sent after the backoff delay).
-    Restart(ShardId),
+    /// Start an actor of a shard again (sent after the backoff delay).
+    Restart(ShardId, Child),
     /// Look for preferred shards led elsewhere (periodic).
     Rebalance,
 }
@@ -45,8 +55,9 @@ impl ractor::Message for ShardSupervisorMsg {}
 
 pub struct ShardSupervisorState {
     rafts: BTreeMap<ShardId, Raft>,
-    children: HashMap<ActorId, ShardId>,
-    trackers: HashMap<ShardId, RestartTracker>,
+    children: HashMap<ActorId, (ShardId, Child)>,
+    trackers: HashMap<(ShardId, Child), RestartTracker>,
+    store: Arc<NodeStore>,
     policy: RestartPolicy,
     layout: ClusterLayout,
     rebalance: Option<RebalancePolicy>,
@@ -84,6 +95,7 @@ impl Actor for ShardSupervisor {
             rafts,
             children: HashMap::new(),
             trackers: HashMap::new(),
+            store: args.store.clone(),
             policy: args.policy,
             layout: args.layout.clone(),
             rebalance: args.rebalance,
@@ -92,7 +104,8 @@ impl Actor for ShardSupervisor {
         };
         let shards: Vec<ShardId> = state.rafts.keys().copied().collect();
         for shard in &shards {
-            spawn_child(&myself, &mut state, *shard).await?;
+            spawn_child(&myself, &mut state, *shard, Child::Shard).await?;
+            spawn_child(&myself, &mut state, *shard, Child::Dispatch).await?;
         }
         for shard in shards {
             let members: BTreeMap<_, _> = layout
@@ -148,12 +161,12 @@ impl Actor for ShardSupervisor {
         state: &mut ShardSupervisorState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            ShardSupervisorMsg::Restart(shard) => {
-                if let Err(e) = spawn_child(&myself, state, shard).await {
+            ShardSupervisorMsg::Restart(shard, kind) => {
+                if let Err(e) = spawn_child(&myself, state, shard, kind).await {
                     // The old actor's name may not be released yet: try again soon.
-                    tracing::warn!(shard, error = %e, "shard actor restart failed, retrying");
+                    tracing::warn!(shard, ?kind, error = %e, "actor restart failed, retrying");
                     let delay = state.policy.base_backoff;
-                    myself.send_after(delay, move || ShardSupervisorMsg::Restart(shard));
+                    myself.send_after(delay, move || ShardSupervisorMsg::Restart(shard, kind));
                 }
             }
             ShardSupervisorMsg::Rebalance => rebalance(state),
@@ -170,20 +183,20 @@ impl Actor for ShardSupervisor {
         let Some((child, why)) = stopped_child(&event) else {
             return Ok(());
         };
-        let Some(shard) = state.children.remove(&child) else {
+        let Some((shard, kind)) = state.children.remove(&child) else {
             return Ok(());
         };
-        let tracker = state.trackers.entry(shard).or_default();
+        let tracker = state.trackers.entry((shard, kind)).or_default();
         match tracker.on_failure(&state.policy, Instant::now()) {
             Decision::RestartAfter(delay) => {
-                tracing::warn!(shard, reason = %why, ?delay, "shard actor failed, restarting");
-                myself.send_after(delay, move || ShardSupervisorMsg::Restart(shard));
+                tracing::warn!(shard, ?kind, reason = %why, ?delay, "actor failed, restarting");
+                myself.send_after(delay, move || ShardSupervisorMsg::Restart(shard, kind));
                 Ok(())
             }
             Decision::Escalate => {
-                tracing::error!(shard, reason = %why, "shard actor keeps failing, escalating");
+                tracing::error!(shard, ?kind, reason = %why, "actor keeps failing, escalating");
                 Err(format!(
-                    "shard {shard} actor failed {} times within {:?}: {why}",
+                    "shard {shard} {kind:?} actor failed {} times within {:?}: {why}",
                     tracker.recent_failures(),
                     state.policy.window
                 )
@@ -264,17 +277,39 @@ async fn spawn_child(
     myself: &ActorRef<ShardSupervisorMsg>,
     state: &mut ShardSupervisorState,
     shard: ShardId,
+    kind: Child,
 ) -> Result<(), ActorProcessingErr> {
     let Some(raft) = state.rafts.get(&shard).cloned() else {
         return Err(format!("shard {shard} is not hosted here").into());
     };
-    let (actor, _join) = Actor::spawn_linked(
-        Some(actor_name(shard)),
-        ShardActor,
-        ShardArgs { shard, raft },
-        myself.get_cell(),
-    )
-    .await?;
-    state.children.insert(actor.get_id(), shard);
+    let id = match kind {
+        Child::Shard => {
+            let (actor, _join) = Actor::spawn_linked(
+                Some(actor_name(shard)),
+                ShardActor,
+                ShardArgs { shard, raft },
+                myself.get_cell(),
+            )
+            .await?;
+            actor.get_id()
+        }
+        Child::Dispatch => {
+            let args = DispatchArgs {
+                shard,
+                node_id: state.layout.node_id,
+                raft,
+                store: state.store.clone(),
+            };
+            let (actor, _join) = Actor::spawn_linked(
+                Some(dispatch::actor_name(shard)),
+                Dispatcher,
+                args,
+                myself.get_cell(),
+            )
+            .await?;
+            actor.get_id()
+        }
+    };
+    state.children.insert(id, (shard, kind));
     Ok(())
 }

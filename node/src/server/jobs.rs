@@ -7,6 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use sundial_actors::GatewayHandle;
 use sundial_proto::v1 as pb;
 use sundial_proto::v1::job_service_server::JobService;
+use sundial_raft::job::RetryPolicy;
 use sundial_raft::store::JobFilter;
 use sundial_raft::{Job, JobId, JobState};
 use tonic::{Request, Response, Status};
@@ -22,6 +23,11 @@ const MAX_HEADER_VALUE_BYTES: usize = 4096;
 const DEFAULT_PAGE_SIZE: u32 = 100;
 const MAX_PAGE_SIZE: u32 = 1000;
 const DEFAULT_NAMESPACE: &str = "default";
+const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+const MAX_TIMEOUT_MS: u64 = 24 * 3600 * 1000;
+const MAX_ATTEMPTS: u32 = 1000;
+const MAX_BACKOFF_MS: u64 = 7 * 24 * 3600 * 1000;
+const MAX_IDEMPOTENCY_KEY_BYTES: usize = 256;
 
 pub struct JobApi {
     cfg: Arc<NodeConfig>,
@@ -68,7 +74,7 @@ fn parse_grpc_timeout(value: &str) -> Option<Duration> {
 }
 
 /// Checks a namespace or queue name; `None` when it is valid.
-fn check_name(field: &str, value: &str) -> Result<(), Status> {
+pub fn check_name(field: &str, value: &str) -> Result<(), Status> {
     if value.is_empty() {
         return Err(invalid(field, "must not be empty"));
     }
@@ -90,7 +96,7 @@ fn check_name(field: &str, value: &str) -> Result<(), Status> {
     Ok(())
 }
 
-fn namespace_or_default(value: &str) -> Result<String, Status> {
+pub fn namespace_or_default(value: &str) -> Result<String, Status> {
     if value.is_empty() {
         return Ok(DEFAULT_NAMESPACE.to_string());
     }
@@ -98,7 +104,7 @@ fn namespace_or_default(value: &str) -> Result<String, Status> {
     Ok(value.to_string())
 }
 
-fn parse_id(field: &str, value: &str, shard_count: u32) -> Result<JobId, Status> {
+pub fn parse_id(field: &str, value: &str, shard_count: u32) -> Result<JobId, Status> {
     let id: JobId = value.parse().map_err(|e| invalid(field, e))?;
     if id.shard() >= shard_count {
         return Err(invalid(
@@ -162,7 +168,70 @@ pub fn job_to_proto(job: Job) -> pb::Job {
         attempts: job.attempts,
         created_at_ms: job.created_at_ms,
         updated_at_ms: job.updated_at_ms,
+        retry: Some(pb::RetryPolicy {
+            max_attempts: job.retry.max_attempts,
+            initial_backoff_ms: job.retry.initial_backoff_ms,
+            max_backoff_ms: job.retry.max_backoff_ms,
+        }),
+        timeout_ms: job.timeout_ms,
+        lease: job.lease.map(|l| pb::Lease {
+            token: l.token,
+            deadline_ms: l.deadline_ms,
+            leased_at_ms: l.leased_at_ms,
+            worker_id: l.worker,
+            node_id: l.node,
+        }),
+        result: job.result.unwrap_or_default(),
+        last_error: job.last_error.unwrap_or_default(),
+        idempotency_key: job.idempotency_key.unwrap_or_default(),
     }
+}
+
+/// Fills a retry policy's unset fields with defaults and checks it.
+fn retry_policy(given: Option<pb::RetryPolicy>) -> Result<RetryPolicy, Status> {
+    let defaults = RetryPolicy::default();
+    let Some(given) = given else {
+        return Ok(defaults);
+    };
+    let policy = RetryPolicy {
+        max_attempts: match given.max_attempts {
+            0 => defaults.max_attempts,
+            n => n,
+        },
+        initial_backoff_ms: match given.initial_backoff_ms {
+            0 => defaults.initial_backoff_ms,
+            n => n,
+        },
+        max_backoff_ms: match given.max_backoff_ms {
+            0 => defaults.max_backoff_ms.max(given.initial_backoff_ms),
+            n => n,
+        },
+    };
+    if policy.max_attempts > MAX_ATTEMPTS {
+        return Err(invalid(
+            "retry.max_attempts",
+            format!("{} is over the limit of {MAX_ATTEMPTS}", policy.max_attempts),
+        ));
+    }
+    if policy.max_backoff_ms > MAX_BACKOFF_MS {
+        return Err(invalid(
+            "retry.max_backoff_ms",
+            format!(
+                "{} ms is over the limit of {MAX_BACKOFF_MS} ms (7 days)",
+                policy.max_backoff_ms
+            ),
+        ));
+    }
+    if policy.initial_backoff_ms > policy.max_backoff_ms {
+        return Err(invalid(
+            "retry.initial_backoff_ms",
+            format!(
+                "{} ms is more than max_backoff_ms {} ms",
+                policy.initial_backoff_ms, policy.max_backoff_ms
+            ),
+        ));
+    }
+    Ok(policy)
 }
 
 impl JobApi {
@@ -212,7 +281,33 @@ impl JobApi {
                 .ok_or_else(|| invalid("delay_ms", "is too large"))?,
             (at, _) => at,
         };
-        let id = JobId::new(self.gateway.pick_shard(), now as u64, rand::random());
+        let retry = retry_policy(req.retry)?;
+        let timeout_ms = match req.timeout_ms {
+            0 => DEFAULT_TIMEOUT_MS,
+            n if n > MAX_TIMEOUT_MS => {
+                return Err(invalid(
+                    "timeout_ms",
+                    format!("{n} ms is over the limit of {MAX_TIMEOUT_MS} ms (24 h)"),
+                ))
+            }
+            n => n,
+        };
+        let idempotency_key = match req.idempotency_key.as_str() {
+            "" => None,
+            key if key.len() > MAX_IDEMPOTENCY_KEY_BYTES => {
+                return Err(invalid(
+                    "idempotency_key",
+                    format!("is {} bytes, at most {MAX_IDEMPOTENCY_KEY_BYTES}", key.len()),
+                ))
+            }
+            key => Some(key.to_string()),
+        };
+        let shard = match &idempotency_key {
+            Some(key) => self.gateway.shard_for_idempotency_key(&namespace, key),
+            None => self.gateway.pick_shard(),
+        };
+        let retention = i64::try_from(self.cfg.limits.idempotency_retention_ms).unwrap_or(i64::MAX);
+        let id = JobId::new(shard, now as u64, rand::random());
         Ok(Job {
             id,
             namespace,
@@ -229,6 +324,18 @@ impl JobApi {
             attempts: 0,
             created_at_ms: now,
             updated_at_ms: now,
+            retry,
+            timeout_ms,
+            lease: None,
+            result: None,
+            last_error: None,
+            replay_base: 0,
+            idempotency_until_ms: if idempotency_key.is_some() {
+                now.saturating_add(retention)
+            } else {
+                0
+            },
+            idempotency_key,
         })
     }
 }
@@ -241,10 +348,11 @@ impl JobService for JobApi {
     ) -> Result<Response<pb::SubmitJobResponse>, Status> {
         let deadline = self.deadline(&request);
         let job = self.build_job(request.into_inner())?;
-        let job = self.gateway.submit(job, deadline).await.map_err(from_gateway)?;
+        let (id, created) = self.gateway.submit(job, deadline).await.map_err(from_gateway)?;
         Ok(Response::new(pb::SubmitJobResponse {
-            id: job.id.to_string(),
-            shard: job.id.shard(),
+            id: id.to_string(),
+            shard: id.shard(),
+            created,
         }))
     }
 
@@ -279,6 +387,23 @@ impl JobService for JobApi {
             .await
             .map_err(from_gateway)?;
         Ok(Response::new(pb::CancelJobResponse {
+            job: Some(job_to_proto(job)),
+        }))
+    }
+
+    async fn retry_job(
+        &self,
+        request: Request<pb::RetryJobRequest>,
+    ) -> Result<Response<pb::RetryJobResponse>, Status> {
+        let deadline = self.deadline(&request);
+        let req = request.into_inner();
+        let id = parse_id("id", &req.id, self.gateway.layout().shard_count)?;
+        let job = self
+            .gateway
+            .retry(id, now_ms(), deadline)
+            .await
+            .map_err(from_gateway)?;
+        Ok(Response::new(pb::RetryJobResponse {
             job: Some(job_to_proto(job)),
         }))
     }
@@ -354,5 +479,36 @@ mod tests {
         let bad = check_name("queue", "a b").expect_err("space");
         assert!(bad.message().starts_with("queue: "), "{}", bad.message());
         assert!(check_name("namespace", &"x".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn retry_policies_get_defaults_and_are_checked() {
+        assert_eq!(retry_policy(None).expect("none"), RetryPolicy::default());
+        let partial = retry_policy(Some(pb::RetryPolicy {
+            max_attempts: 2,
+            ..Default::default()
+        }))
+        .expect("partial");
+        assert_eq!(partial.max_attempts, 2);
+        assert_eq!(
+            partial.initial_backoff_ms,
+            RetryPolicy::default().initial_backoff_ms
+        );
+        let inverted = retry_policy(Some(pb::RetryPolicy {
+            max_attempts: 2,
+            initial_backoff_ms: 10_000,
+            max_backoff_ms: 5_000,
+        }))
+        .expect_err("initial above max");
+        assert!(
+            inverted.message().starts_with("retry.initial_backoff_ms: "),
+            "{}",
+            inverted.message()
+        );
+        assert!(retry_policy(Some(pb::RetryPolicy {
+            max_attempts: 5_000,
+            ..Default::default()
+        }))
+        .is_err());
     }
 }

@@ -4,6 +4,7 @@
 mod cluster;
 mod jobs;
 mod status;
+mod workers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use sundial_actors::GatewayHandle;
 use sundial_proto::v1::cluster_service_server::ClusterServiceServer;
 use sundial_proto::v1::job_service_server::JobServiceServer;
 use sundial_proto::v1::raft_service_server::RaftServiceServer;
+use sundial_proto::v1::worker_service_server::WorkerServiceServer;
 use sundial_raft::network::{PeerClients, RaftRegistry, RaftServer, MAX_RAFT_MESSAGE_BYTES};
 use sundial_raft::store::NodeStore;
 use tokio::net::TcpListener;
@@ -107,12 +109,19 @@ impl Node {
             .max_decoding_message_size(max_message)
             .max_encoding_message_size(64 << 20);
         let cluster_service = ClusterServiceServer::new(cluster::ClusterApi::new(gateway.clone()));
+        let worker_service = WorkerServiceServer::new(workers::WorkerApi::new(
+            gateway.clone(),
+            cfg.limits.max_payload_bytes,
+        ))
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(64 << 20);
         let client_server = tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .add_service(health_service)
             .add_service(reflection)
             .add_service(job_service)
             .add_service(cluster_service)
+            .add_service(worker_service)
             .serve_with_incoming_shutdown(
                 accepted_without_nagle(client_listener),
                 wait_for(shutdown_rx.clone()),

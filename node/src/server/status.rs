@@ -9,6 +9,7 @@ pub fn from_gateway(e: Error) -> Status {
         Error::AlreadyFinished { id, state } => {
             Status::failed_precondition(format!("job {id} already finished as {state}"))
         }
+        e @ (Error::StaleLease { .. } | Error::NotDead { .. }) => Status::failed_precondition(e.to_string()),
         // Retryable: the cluster had no reachable leader for the shard within
         // the deadline (an election that outlasted it, or a lost quorum).
         Error::DeadlineExceeded { shard, last } => {

@@ -8,6 +8,7 @@
 //! State machine writes are not synced: on restart the state machine resumes
 //! from its persisted applied id and openraft re-applies committed entries.
 
+pub mod events;
 mod log;
 mod read;
 mod sm;
@@ -19,7 +20,7 @@ use std::sync::Arc;
 use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, DB};
 
 pub use log::LogStore;
-pub use read::{JobFilter, JobPage};
+pub use read::{JobFilter, JobPage, LeaseEntry, TimerEntry};
 pub use sm::StateMachine;
 pub use syncer::WalSyncer;
 
@@ -44,6 +45,7 @@ pub struct NodeStore {
     db: Arc<DB>,
     syncer: WalSyncer,
     dir: PathBuf,
+    listeners: Arc<events::Listeners>,
 }
 
 impl NodeStore {
@@ -90,6 +92,7 @@ impl NodeStore {
             db,
             syncer,
             dir: dir.to_path_buf(),
+            listeners: Arc::default(),
         }))
     }
 
@@ -109,7 +112,14 @@ impl NodeStore {
             self.syncer.clone(),
             shard,
             self.dir.join("snapshots"),
+            self.listeners.clone(),
         )
+    }
+
+    /// Registers (or with `None` removes) the one listener of a shard's
+    /// state machine events (see [`events`]).
+    pub fn set_listener(&self, shard: ShardId, listener: Option<events::Listener>) {
+        self.listeners.set(shard, listener);
     }
 
     /// Makes everything written so far durable and stops RocksDB's background

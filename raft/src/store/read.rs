@@ -3,10 +3,14 @@
 use rocksdb::{Direction, IteratorMode, ReadOptions};
 use serde::{Deserialize, Serialize};
 
+use super::events::TimerInfo;
 use super::{cf, NodeStore, StoreError};
 use crate::codec;
 use crate::job::{Job, JobId, JobState, ShardId};
-use crate::keys::{job_key, namespace_prefix, prefix_end, queue_prefix, trailing_id, with_id, CF_SM};
+use crate::keys::{
+    job_key, key_time, namespace_prefix, prefix_end, queue_prefix, sm_key, time_key, trailing_id, with_id,
+    CF_SM, SM_LEASE, SM_TIME,
+};
 
 /// Which jobs a list wants.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,7 +28,101 @@ pub struct JobPage {
     pub more: bool,
 }
 
+/// A waiting job in the time index.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TimerEntry {
+    pub run_at_ms: i64,
+    pub id: JobId,
+    pub info: TimerInfo,
+}
+
+/// A leased job in the lease index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaseEntry {
+    pub deadline_ms: i64,
+    pub id: JobId,
+    pub token: u32,
+}
+
 impl NodeStore {
+    /// Calls `visit` with each (key, value) from `start` up to the end of
+    /// `prefix`, until it returns false.
+    fn visit_index(
+        &self,
+        prefix: &[u8],
+        start: &[u8],
+        mut visit: impl FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        let db = self.db();
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_upper_bound(prefix_end(prefix));
+        for item in db.iterator_cf_opt(cf(db, CF_SM), opts, IteratorMode::From(start, Direction::Forward)) {
+            let (key, value) = item?;
+            if !visit(&key, &value)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waiting jobs of a shard in time order: after `after` (exclusive) when
+    /// given, due at or before `until_ms`, at most `limit`.
+    pub fn scan_timers(
+        &self,
+        shard: ShardId,
+        after: Option<(i64, JobId)>,
+        until_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<TimerEntry>, StoreError> {
+        let prefix = sm_key(shard, SM_TIME);
+        let start = match after {
+            Some((at, id)) => {
+                let mut k = time_key(at, &id);
+                k.push(0);
+                k
+            }
+            None => prefix.clone(),
+        };
+        let mut out = Vec::new();
+        self.visit_index(&prefix, &start, |key, value| {
+            let (Some(run_at_ms), Some(id)) = (key_time(key), trailing_id(key)) else {
+                return Ok(true);
+            };
+            if run_at_ms > until_ms || out.len() == limit {
+                return Ok(false);
+            }
+            out.push(TimerEntry {
+                run_at_ms,
+                id,
+                info: codec::decode(value)?,
+            });
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    /// Every leased job of a shard, earliest deadline first.
+    pub fn scan_leases(&self, shard: ShardId) -> Result<Vec<LeaseEntry>, StoreError> {
+        let prefix = sm_key(shard, SM_LEASE);
+        let mut out = Vec::new();
+        self.visit_index(&prefix, &prefix, |key, value| {
+            if let (Some(deadline_ms), Some(id)) = (key_time(key), trailing_id(key)) {
+                let token = value
+                    .get(..4)
+                    .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                    .map(u32::from_be_bytes)
+                    .unwrap_or(0);
+                out.push(LeaseEntry {
+                    deadline_ms,
+                    id,
+                    token,
+                });
+            }
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
     /// Reads a job from this node's replica of its shard.
     pub fn get_job(&self, id: &JobId) -> Result<Option<Job>, StoreError> {
         let db = self.db();

@@ -10,15 +10,17 @@ use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, StorageIOError};
 use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch, DB};
 use serde::{Deserialize, Serialize};
 
+use super::events::{JobSummary, Listeners, ShardEvent, TimerInfo};
 use super::{cf, WalSyncer};
 use crate::codec;
-use crate::job::{Job, JobId, JobState, ShardId};
+use crate::job::{Job, JobId, JobState, Lease, ShardId};
 use crate::keys::{
-    job_key, namespace_prefix, queue_prefix, shard_end, shard_start, sm_key, time_key, with_id, CF_SM,
-    SM_APPLIED, SM_MEMBERSHIP,
+    idempotency_key, job_key, lease_key, namespace_prefix, queue_prefix, shard_end, shard_start, sm_key,
+    time_key, with_id, CF_SM, SM_APPLIED, SM_MEMBERSHIP,
 };
 use crate::types::{
-    Entry, LogId, Op, OpResult, Response, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+    Entry, LeaseHolder, LogId, Op, OpResult, Response, Snapshot, SnapshotMeta, StorageError,
+    StoredMembership, TypeConfig,
 };
 
 /// The state machine of one shard. Clones share the database; the applied
@@ -29,6 +31,7 @@ pub struct StateMachine {
     syncer: WalSyncer,
     shard: ShardId,
     snapshot_dir: PathBuf,
+    listeners: Arc<Listeners>,
 }
 
 /// What a snapshot file holds: the meta and every `sm` key of the shard with
@@ -62,6 +65,7 @@ impl StateMachine {
         syncer: WalSyncer,
         shard: ShardId,
         snapshot_dir: PathBuf,
+        listeners: Arc<Listeners>,
     ) -> Result<StateMachine, super::StoreError> {
         std::fs::create_dir_all(&snapshot_dir).map_err(|source| super::StoreError::Io {
             path: snapshot_dir.clone(),
@@ -72,6 +76,7 @@ impl StateMachine {
             syncer,
             shard,
             snapshot_dir,
+            listeners,
         })
     }
 
@@ -123,12 +128,31 @@ impl StateMachine {
         let sm = cf(&self.db, CF_SM);
         batch.put_cf(sm, job_key(&job.id), codec::encode(job).map_err(sm_write_err)?);
         if let Some(old) = old {
-            if old.state == JobState::Scheduled {
+            if old.is_waiting() {
                 batch.delete_cf(sm, time_key(old.run_at_ms, &old.id));
             }
+            if let (JobState::Leased, Some(lease)) = (old.state, &old.lease) {
+                batch.delete_cf(sm, lease_key(lease.deadline_ms, &old.id));
+            }
         }
-        if job.state == JobState::Scheduled {
-            batch.put_cf(sm, time_key(job.run_at_ms, &job.id), []);
+        if job.is_waiting() {
+            let info = TimerInfo {
+                namespace: job.namespace.clone(),
+                queue: job.queue.clone(),
+                priority: job.priority,
+            };
+            batch.put_cf(
+                sm,
+                time_key(job.run_at_ms, &job.id),
+                codec::encode(&info).map_err(sm_write_err)?,
+            );
+        }
+        if let (JobState::Leased, Some(lease)) = (job.state, &job.lease) {
+            batch.put_cf(
+                sm,
+                lease_key(lease.deadline_ms, &job.id),
+                lease.token.to_be_bytes(),
+            );
         }
         let state = [job.state.code()];
         batch.put_cf(
@@ -153,11 +177,27 @@ impl StateMachine {
         match op {
             Op::Submit(job) => {
                 if self.load_job(&job.id, pending)?.is_some() {
-                    return Ok(OpResult::Submitted { created: false });
+                    return Ok(OpResult::Submitted {
+                        created: false,
+                        id: job.id,
+                    });
                 }
+                if let Some(key) = &job.idempotency_key {
+                    let index = idempotency_key(self.shard, &job.namespace, key);
+                    if let Some(first) = self.retained_key(&index, job.created_at_ms, pending)? {
+                        return Ok(OpResult::Submitted {
+                            created: false,
+                            id: first,
+                        });
+                    }
+                    let mut value = job.id.as_bytes().to_vec();
+                    value.extend_from_slice(&job.idempotency_until_ms.to_be_bytes());
+                    batch.put_cf(cf(&self.db, CF_SM), index, value);
+                }
+                let id = job.id;
                 self.put_job(batch, None, &job)?;
-                pending.insert(job.id, job);
-                Ok(OpResult::Submitted { created: true })
+                pending.insert(job.id, *job);
+                Ok(OpResult::Submitted { created: true, id })
             }
             Op::Cancel { id, at_ms } => {
                 let Some(old) = self.load_job(&id, pending)? else {
@@ -172,11 +212,189 @@ impl StateMachine {
                 let mut job = old.clone();
                 job.state = JobState::Cancelled;
                 job.updated_at_ms = at_ms;
-                self.put_job(batch, Some(&old), &job)?;
-                pending.insert(id, job.clone());
+                self.store(batch, pending, &old, job.clone())?;
                 Ok(OpResult::Cancelled(Box::new(job)))
             }
+            Op::Lease { ids, holder, at_ms } => {
+                let mut leased = Vec::with_capacity(ids.len());
+                for id in ids {
+                    let Some(old) = self.load_job(&id, pending)? else {
+                        continue;
+                    };
+                    if !old.is_waiting() || old.run_at_ms > at_ms {
+                        continue;
+                    }
+                    let job = lease(&old, &holder, at_ms);
+                    self.store(batch, pending, &old, job.clone())?;
+                    leased.push(job);
+                }
+                Ok(OpResult::Leased(leased))
+            }
+            Op::Heartbeat { id, token, at_ms } => self.with_lease(id, token, batch, pending, |job| {
+                if let Some(lease) = job.lease.as_mut() {
+                    lease.deadline_ms = lease.deadline_ms.max(deadline(at_ms, job.timeout_ms));
+                }
+            }),
+            Op::Complete {
+                id,
+                token,
+                result,
+                at_ms,
+            } => self.with_lease(id, token, batch, pending, |job| {
+                job.state = JobState::Succeeded;
+                job.result = Some(result);
+                job.updated_at_ms = at_ms;
+            }),
+            Op::Fail {
+                id,
+                token,
+                error,
+                retryable,
+                at_ms,
+            } => self.with_lease(id, token, batch, pending, |job| {
+                fail_attempt(job, error, retryable, at_ms)
+            }),
+            Op::Expire { id, token, at_ms } => {
+                let Some(old) = self.load_job(&id, pending)? else {
+                    return Ok(OpResult::NotFound);
+                };
+                let due = old.lease.as_ref().is_some_and(|l| l.deadline_ms <= at_ms);
+                if !due {
+                    return Ok(OpResult::Stale {
+                        state: old.state,
+                        attempts: old.attempts,
+                    });
+                }
+                let timeout = old.timeout_ms;
+                self.with_lease(id, token, batch, pending, |job| {
+                    fail_attempt(
+                        job,
+                        format!("lease expired: no heartbeat for {timeout} ms"),
+                        true,
+                        at_ms,
+                    )
+                })
+            }
+            Op::Retry { id, at_ms } => {
+                let Some(old) = self.load_job(&id, pending)? else {
+                    return Ok(OpResult::NotFound);
+                };
+                if old.state != JobState::Dead {
+                    return Ok(OpResult::NotDead(old.state));
+                }
+                let mut job = old.clone();
+                job.state = JobState::Ready;
+                job.run_at_ms = at_ms;
+                job.replay_base = job.attempts;
+                job.updated_at_ms = at_ms;
+                self.store(batch, pending, &old, job.clone())?;
+                Ok(OpResult::Updated(Box::new(job)))
+            }
         }
+    }
+
+    /// The job an idempotency key still names at `at_ms`, if any. Keys
+    /// written earlier in the same batch are seen through `pending`.
+    fn retained_key(
+        &self,
+        index: &[u8],
+        at_ms: i64,
+        pending: &HashMap<JobId, Job>,
+    ) -> Result<Option<JobId>, StorageError> {
+        let key_of = |job: &Job| {
+            job.idempotency_key
+                .as_deref()
+                .map(|k| idempotency_key(self.shard, &job.namespace, k))
+        };
+        if let Some(job) = pending
+            .values()
+            .find(|j| key_of(j).as_deref() == Some(index) && j.idempotency_until_ms > at_ms)
+        {
+            return Ok(Some(job.id));
+        }
+        let Some(value) = self.db.get_cf(cf(&self.db, CF_SM), index).map_err(sm_read_err)? else {
+            return Ok(None);
+        };
+        let (Some(id), Some(until)) = (
+            value.get(..16).and_then(|b| <[u8; 16]>::try_from(b).ok()),
+            value.get(16..24).and_then(|b| <[u8; 8]>::try_from(b).ok()),
+        ) else {
+            return Err(sm_read_err("malformed idempotency index entry"));
+        };
+        Ok((i64::from_be_bytes(until) > at_ms).then_some(JobId(id)))
+    }
+
+    /// Applies `change` to the job if attempt `token` holds its lease.
+    fn with_lease(
+        &self,
+        id: JobId,
+        token: u32,
+        batch: &mut WriteBatch,
+        pending: &mut HashMap<JobId, Job>,
+        change: impl FnOnce(&mut Job),
+    ) -> Result<OpResult, StorageError> {
+        let Some(old) = self.load_job(&id, pending)? else {
+            return Ok(OpResult::NotFound);
+        };
+        let holds = old.state == JobState::Leased && old.lease.as_ref().is_some_and(|l| l.token == token);
+        if !holds {
+            return Ok(OpResult::Stale {
+                state: old.state,
+                attempts: old.attempts,
+            });
+        }
+        let mut job = old.clone();
+        change(&mut job);
+        self.store(batch, pending, &old, job.clone())?;
+        Ok(OpResult::Updated(Box::new(job)))
+    }
+
+    fn store(
+        &self,
+        batch: &mut WriteBatch,
+        pending: &mut HashMap<JobId, Job>,
+        old: &Job,
+        job: Job,
+    ) -> Result<(), StorageError> {
+        self.put_job(batch, Some(old), &job)?;
+        pending.insert(job.id, job);
+        Ok(())
+    }
+}
+
+fn deadline(at_ms: i64, timeout_ms: u64) -> i64 {
+    at_ms.saturating_add(i64::try_from(timeout_ms).unwrap_or(i64::MAX))
+}
+
+/// The job leased to `holder` at `at_ms`: the next attempt, with its token.
+fn lease(old: &Job, holder: &LeaseHolder, at_ms: i64) -> Job {
+    let mut job = old.clone();
+    job.attempts += 1;
+    job.state = JobState::Leased;
+    job.updated_at_ms = at_ms;
+    job.lease = Some(Lease {
+        token: job.attempts,
+        deadline_ms: deadline(at_ms, job.timeout_ms),
+        leased_at_ms: at_ms,
+        worker: holder.worker.clone(),
+        node: holder.node,
+        session: holder.session,
+    });
+    job
+}
+
+/// Ends the current attempt as failed: back to waiting after a backoff while
+/// attempts are left and the failure is retryable, dead otherwise.
+fn fail_attempt(job: &mut Job, error: String, retryable: bool, at_ms: i64) {
+    job.last_error = Some(error);
+    job.updated_at_ms = at_ms;
+    if retryable && job.has_attempts_left() {
+        let backoff = job.retry.backoff_ms(&job.id, job.attempts);
+        job.state = JobState::Scheduled;
+        job.run_at_ms = deadline(at_ms, backoff);
+        job.lease = None;
+    } else {
+        job.state = JobState::Dead;
     }
 }
 
@@ -229,6 +447,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             // One write for all entries: data and applied id move together.
             self.db.write(batch).map_err(sm_write_err)?;
         }
+        if !pending.is_empty() {
+            self.listeners.emit(self.shard, || {
+                ShardEvent::Changed(pending.values().map(JobSummary::of).collect())
+            });
+        }
         Ok(responses)
     }
 
@@ -271,6 +494,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         );
         self.db.write(batch).map_err(snap_err)?;
         self.syncer.sync().await.map_err(snap_err)?;
+        self.listeners.emit(self.shard, || ShardEvent::Reset);
         tracing::info!(
             shard = self.shard,
             last_log_id = ?meta.last_log_id,

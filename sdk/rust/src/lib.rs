@@ -14,13 +14,17 @@
 //! Any node accepts any request; the cluster routes it to the right shard
 //! leader and hides elections inside the request deadline.
 
+mod worker;
+
 use std::collections::HashMap;
 use std::time::Duration;
 
 use proto::cluster_service_client::ClusterServiceClient;
 use proto::job_service_client::JobServiceClient;
+use proto::worker_service_client::WorkerServiceClient;
 pub use sundial_proto::v1 as proto;
 use tonic::transport::{Channel, Endpoint};
+pub use worker::{JobFailure, Worker};
 
 /// What can go wrong talking to Sundial.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +95,36 @@ impl NewJob {
         self
     }
 
+    /// Attempts in all, the first included (default 5).
+    pub fn max_attempts(mut self, max_attempts: u32) -> NewJob {
+        self.request
+            .retry
+            .get_or_insert_with(Default::default)
+            .max_attempts = max_attempts;
+        self
+    }
+
+    /// Backoff between attempts: starts at `initial`, doubles up to `max`.
+    pub fn backoff(mut self, initial: Duration, max: Duration) -> NewJob {
+        let retry = self.request.retry.get_or_insert_with(Default::default);
+        retry.initial_backoff_ms = initial.as_millis() as u64;
+        retry.max_backoff_ms = max.as_millis() as u64;
+        self
+    }
+
+    /// A key that makes the submit idempotent: while the key is retained
+    /// (24 h by default), submitting it again returns the first job's id.
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> NewJob {
+        self.request.idempotency_key = key.into();
+        self
+    }
+
+    /// How long a lease lasts without a heartbeat (default 30 s).
+    pub fn timeout(mut self, timeout: Duration) -> NewJob {
+        self.request.timeout_ms = timeout.as_millis() as u64;
+        self
+    }
+
     pub fn into_request(self) -> proto::SubmitJobRequest {
         self.request
     }
@@ -112,8 +146,10 @@ pub struct ListJobs {
 /// HTTP/2 connection.
 #[derive(Clone)]
 pub struct Client {
+    channel: Channel,
     jobs: JobServiceClient<Channel>,
     cluster: ClusterServiceClient<Channel>,
+    workers: WorkerServiceClient<Channel>,
     timeout: Duration,
 }
 
@@ -145,9 +181,18 @@ impl Client {
             jobs: JobServiceClient::new(channel.clone())
                 .max_decoding_message_size(64 << 20)
                 .max_encoding_message_size(64 << 20),
-            cluster: ClusterServiceClient::new(channel),
+            cluster: ClusterServiceClient::new(channel.clone()),
+            workers: WorkerServiceClient::new(channel.clone())
+                .max_decoding_message_size(64 << 20)
+                .max_encoding_message_size(64 << 20),
+            channel,
             timeout: Duration::from_secs(10),
         }
+    }
+
+    /// The underlying channel (for other services).
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
     }
 
     /// Deadline of every request (default 10 s). The server retries leader
@@ -213,10 +258,61 @@ impl Client {
         Ok(self.jobs.list_jobs(request).await?.into_inner())
     }
 
+    /// Replays a dead job with a fresh retry budget.
+    pub async fn retry_job(&mut self, id: &str) -> Result<proto::Job, Error> {
+        let request = self.request(proto::RetryJobRequest { id: id.to_string() });
+        let response = self.jobs.retry_job(request).await?.into_inner();
+        response
+            .job
+            .ok_or_else(|| Error::Status(tonic::Status::internal("server sent no job")))
+    }
+
+    /// Extends the lease of attempt `token` (outside a worker stream).
+    pub async fn heartbeat_job(&mut self, id: &str, token: u32) -> Result<proto::Job, Error> {
+        let request = self.request(proto::HeartbeatJobRequest {
+            id: id.to_string(),
+            token,
+        });
+        attempt_job(self.workers.heartbeat_job(request).await?.into_inner())
+    }
+
+    /// Records the success of attempt `token` (outside a worker stream).
+    pub async fn complete_job(&mut self, id: &str, token: u32, result: Vec<u8>) -> Result<proto::Job, Error> {
+        let request = self.request(proto::CompleteJobRequest {
+            id: id.to_string(),
+            token,
+            result,
+        });
+        attempt_job(self.workers.complete_job(request).await?.into_inner())
+    }
+
+    /// Records the failure of attempt `token` (outside a worker stream).
+    pub async fn fail_job(
+        &mut self,
+        id: &str,
+        token: u32,
+        error: impl Into<String>,
+        retryable: bool,
+    ) -> Result<proto::Job, Error> {
+        let request = self.request(proto::FailJobRequest {
+            id: id.to_string(),
+            token,
+            error: error.into(),
+            retryable,
+        });
+        attempt_job(self.workers.fail_job(request).await?.into_inner())
+    }
+
     pub async fn cluster_info(&mut self) -> Result<proto::GetClusterInfoResponse, Error> {
         let request = self.request(proto::GetClusterInfoRequest {});
         Ok(self.cluster.get_cluster_info(request).await?.into_inner())
     }
+}
+
+fn attempt_job(response: proto::AttemptResponse) -> Result<proto::Job, Error> {
+    response
+        .job
+        .ok_or_else(|| Error::Status(tonic::Status::internal("server sent no job")))
 }
 
 /// A gRPC code in words: `InvalidArgument` → `invalid argument`.

@@ -1,0 +1,482 @@
+//! The dispatcher: timers and leases of one shard, active on its leader.
+//!
+//! While this node leads the shard, the dispatcher holds the next waiting jobs
+//! in memory (a window refilled from the RocksDB time index, see `state.rs`),
+//! moves each to its queue's ready set the moment it is due, and leases ready
+//! jobs to worker sessions that ask — at once, or as soon as a job comes when
+//! they asked early (long poll). It also expires leases whose deadline passed.
+//! Every change goes through Raft (`Op::Lease`, `Op::Expire`), so a new leader
+//! finds every due, overdue and leased job in the indexes it loads. Followers
+//! never fire: their dispatcher is idle until their node leads.
+
+mod messages;
+mod state;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use sundial_raft::store::events::ShardEvent;
+use sundial_raft::store::NodeStore;
+use sundial_raft::types::{LeaseHolder, Op, OpResult};
+use sundial_raft::{Job, JobId, NodeId, Raft, ShardId};
+use tokio::task::JoinHandle;
+
+pub use messages::{DispatchMsg, LeaseReply, LeaseRequest};
+use state::{DispatchState, Parked};
+
+use crate::error::ExecError;
+use crate::shard::ShardHandle;
+
+/// How far ahead the in-memory window of waiting jobs reaches.
+const WINDOW_MS: i64 = 60_000;
+/// Most waiting jobs of one shard held in memory.
+const WINDOW_CAP: usize = 20_000;
+/// Longest a lease request is held when no job is ready.
+const MAX_WAIT_MS: u64 = 30_000;
+/// How long a lease or expiry write may take.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The registered name of a shard's dispatcher on this node.
+pub fn actor_name(shard: ShardId) -> String {
+    format!("dispatch-{shard}")
+}
+
+/// Milliseconds since the Unix epoch on this node's clock.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+pub struct Dispatcher;
+
+pub struct DispatchArgs {
+    pub shard: ShardId,
+    pub node_id: NodeId,
+    pub raft: Raft,
+    pub store: Arc<NodeStore>,
+}
+
+pub struct DispatcherState {
+    shard: ShardId,
+    node_id: NodeId,
+    store: Arc<NodeStore>,
+    /// Bumped whenever leadership changes or the shard is reset; loads and
+    /// events of an older epoch are dropped.
+    epoch: u64,
+    /// The term this node leads in, while it does.
+    leading: Option<u64>,
+    leader: Option<NodeId>,
+    loaded: bool,
+    loading: bool,
+    /// Events that came before the first load of the epoch finished.
+    buffered: Vec<ShardEvent>,
+    /// Parked requests carry who asked and where to answer.
+    state: DispatchState<(LeaseHolder, LeaseReply)>,
+    /// When the next `Tick` is due, if one is scheduled.
+    armed: Option<i64>,
+    watcher: JoinHandle<()>,
+}
+
+impl Actor for Dispatcher {
+    type Msg = DispatchMsg;
+    type State = DispatcherState;
+    type Arguments = DispatchArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<DispatchMsg>,
+        args: DispatchArgs,
+    ) -> Result<DispatcherState, ActorProcessingErr> {
+        let watcher = watch_leadership(args.raft.clone(), myself);
+        Ok(DispatcherState {
+            shard: args.shard,
+            node_id: args.node_id,
+            store: args.store,
+            epoch: 0,
+            leading: None,
+            leader: None,
+            loaded: false,
+            loading: false,
+            buffered: Vec::new(),
+            state: DispatchState::new(WINDOW_CAP),
+            armed: None,
+            watcher,
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<DispatchMsg>,
+        s: &mut DispatcherState,
+    ) -> Result<(), ActorProcessingErr> {
+        s.watcher.abort();
+        s.store.set_listener(s.shard, None);
+        for p in s.state.drain_parked() {
+            let _ = p.reply.1.send(Err(ExecError::Unavailable {
+                shard: s.shard,
+                reason: "dispatcher stopped".into(),
+            }));
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<DispatchMsg>,
+        msg: DispatchMsg,
+        s: &mut DispatcherState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            DispatchMsg::Leadership { leader, term } => on_leadership(&myself, s, leader, term),
+            DispatchMsg::Loaded {
+                epoch,
+                timers,
+                until_ms,
+                full,
+                leases,
+            } => {
+                if epoch != s.epoch {
+                    return Ok(());
+                }
+                s.loading = false;
+                s.state.load_timers(timers, until_ms, full);
+                if let Some(leases) = leases {
+                    s.state.load_leases(leases);
+                }
+                if !s.loaded {
+                    s.loaded = true;
+                    tracing::info!(
+                        shard = s.shard,
+                        held = s.state.held(),
+                        "dispatcher loaded timers and leases"
+                    );
+                    for event in std::mem::take(&mut s.buffered) {
+                        on_event(&myself, s, event);
+                    }
+                }
+            }
+            DispatchMsg::LoadFailed { epoch, error } => {
+                if epoch == s.epoch {
+                    tracing::error!(shard = s.shard, %error, "dispatcher could not read its indexes, retrying");
+                    s.loading = false;
+                    let first = !s.loaded;
+                    let myself = myself.clone();
+                    myself.send_after(Duration::from_millis(200), move || DispatchMsg::Tick);
+                    if first {
+                        start_load(&myself, s, true);
+                    }
+                }
+            }
+            DispatchMsg::Applied { epoch, event } => {
+                if epoch == s.epoch {
+                    if s.loaded {
+                        on_event(&myself, s, event);
+                    } else {
+                        s.buffered.push(event);
+                    }
+                }
+            }
+            DispatchMsg::Lease(request, reply) => on_lease(&myself, s, request, reply),
+            DispatchMsg::LeaseWritten { picked } => s.state.lease_written(&picked),
+            DispatchMsg::ExpiryFailed(id) => s.state.expiry_failed(&id),
+            DispatchMsg::Tick => s.armed = None,
+        }
+        process(&myself, s);
+        Ok(())
+    }
+}
+
+/// Forwards every change of who leads the shard to the actor.
+fn watch_leadership(raft: Raft, myself: ActorRef<DispatchMsg>) -> JoinHandle<()> {
+    // Owned by the actor: aborted in `post_stop`.
+    tokio::spawn(async move {
+        let mut metrics = raft.metrics();
+        let mut last = None;
+        loop {
+            let seen = {
+                let m = metrics.borrow_and_update();
+                (
+                    m.current_leader,
+                    m.current_term,
+                    m.state == openraft::ServerState::Leader,
+                )
+            };
+            if last != Some(seen) {
+                last = Some(seen);
+                let (leader, term, is_leader) = seen;
+                let term = is_leader.then_some(term);
+                if myself.cast(DispatchMsg::Leadership { leader, term }).is_err() {
+                    return;
+                }
+            }
+            if metrics.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+}
+
+fn on_leadership(
+    myself: &ActorRef<DispatchMsg>,
+    s: &mut DispatcherState,
+    leader: Option<NodeId>,
+    term: Option<u64>,
+) {
+    s.leader = leader;
+    let leads_now = term.filter(|_| leader == Some(s.node_id));
+    if leads_now == s.leading {
+        return;
+    }
+    s.leading = leads_now;
+    match leads_now {
+        Some(term) => {
+            tracing::info!(
+                shard = s.shard,
+                term,
+                "dispatcher active: this node leads the shard"
+            );
+            restart_epoch(myself, s);
+        }
+        None => {
+            tracing::info!(
+                shard = s.shard,
+                ?leader,
+                "dispatcher idle: another node leads the shard"
+            );
+            s.epoch += 1;
+            s.store.set_listener(s.shard, None);
+            s.loaded = false;
+            s.loading = false;
+            s.buffered.clear();
+            for p in s.state.drain_parked() {
+                let _ = p.reply.1.send(Err(ExecError::NotLeader {
+                    shard: s.shard,
+                    leader,
+                }));
+            }
+            s.state = DispatchState::new(WINDOW_CAP);
+        }
+    }
+}
+
+/// Starts over for a new term (or after a snapshot replaced the shard's
+/// state): subscribe to changes first, then read the indexes, so nothing
+/// applied in between is missed. Parked requests stay parked.
+fn restart_epoch(myself: &ActorRef<DispatchMsg>, s: &mut DispatcherState) {
+    s.epoch += 1;
+    let parked = s.state.drain_parked();
+    s.state = DispatchState::new(WINDOW_CAP);
+    for p in parked {
+        s.state.park(p);
+    }
+    s.loaded = false;
+    s.loading = false;
+    s.buffered.clear();
+    let epoch = s.epoch;
+    let actor = myself.clone();
+    s.store.set_listener(
+        s.shard,
+        Some(Arc::new(move |event| {
+            let _ = actor.cast(DispatchMsg::Applied { epoch, event });
+        })),
+    );
+    start_load(myself, s, true);
+}
+
+/// Reads the next page of the time index (and every lease when `first`) off
+/// the actor's thread.
+fn start_load(myself: &ActorRef<DispatchMsg>, s: &mut DispatcherState, first: bool) {
+    s.loading = true;
+    let store = s.store.clone();
+    let shard = s.shard;
+    let epoch = s.epoch;
+    let after = if first { None } else { s.state.horizon() };
+    let room = s.state.room();
+    let until_ms = now_ms() + WINDOW_MS;
+    let myself = myself.clone();
+    // Ends after one read; the actor drops the result if it moved on.
+    tokio::task::spawn_blocking(move || {
+        let read = || -> Result<_, sundial_raft::store::StoreError> {
+            let timers = store.scan_timers(shard, after, until_ms, room)?;
+            let leases = if first {
+                Some(store.scan_leases(shard)?)
+            } else {
+                None
+            };
+            Ok((timers, leases))
+        };
+        let msg = match read() {
+            Ok((timers, leases)) => DispatchMsg::Loaded {
+                epoch,
+                full: timers.len() >= room,
+                timers,
+                until_ms,
+                leases,
+            },
+            Err(e) => DispatchMsg::LoadFailed {
+                epoch,
+                error: e.to_string(),
+            },
+        };
+        let _ = myself.cast(msg);
+    });
+}
+
+fn on_event(myself: &ActorRef<DispatchMsg>, s: &mut DispatcherState, event: ShardEvent) {
+    match event {
+        ShardEvent::Changed(jobs) => s.state.on_changed(jobs),
+        ShardEvent::Reset => restart_epoch(myself, s),
+    }
+}
+
+fn on_lease(
+    myself: &ActorRef<DispatchMsg>,
+    s: &mut DispatcherState,
+    request: LeaseRequest,
+    reply: LeaseReply,
+) {
+    if s.leading.is_none() {
+        let _ = reply.send(Err(ExecError::NotLeader {
+            shard: s.shard,
+            leader: s.leader,
+        }));
+        return;
+    }
+    let now = now_ms();
+    let wait = request.wait_ms.min(MAX_WAIT_MS) as i64;
+    let parked = Parked {
+        namespace: request.namespace,
+        queues: request.queues,
+        max: request.max.max(1),
+        until_ms: now + wait,
+        reply: (request.holder, reply),
+    };
+    if !s.loaded {
+        s.state.park(parked);
+        return;
+    }
+    s.state.advance(now);
+    let picked = s.state.pick(&parked.namespace, &parked.queues, parked.max);
+    if picked.is_empty() {
+        s.state.park(parked);
+    } else {
+        let (holder, reply) = parked.reply;
+        write_lease(myself, s.shard, picked, holder, reply);
+    }
+}
+
+/// Leases `picked` through Raft and answers the requester.
+fn write_lease(
+    myself: &ActorRef<DispatchMsg>,
+    shard: ShardId,
+    picked: Vec<JobId>,
+    holder: LeaseHolder,
+    reply: LeaseReply,
+) {
+    let myself = myself.clone();
+    // Detached on purpose: it owns the reply port and ends with the write.
+    tokio::spawn(async move {
+        let op = Op::Lease {
+            ids: picked.clone(),
+            holder,
+            at_ms: now_ms(),
+        };
+        let answer: Result<Vec<Job>, ExecError> = match ShardHandle::new(shard).write(op, WRITE_TIMEOUT).await
+        {
+            Ok(OpResult::Leased(jobs)) => Ok(jobs),
+            Ok(other) => Err(ExecError::Internal(format!("unexpected lease result {other:?}"))),
+            Err(e) => Err(e),
+        };
+        if reply.send(answer).is_err() {
+            // The requester gave up; its leases run out and the jobs retry.
+            tracing::debug!(shard, "lease requester went away before the answer");
+        }
+        let _ = myself.cast(DispatchMsg::LeaseWritten { picked });
+    });
+}
+
+/// Does whatever is due: fire timers, serve parked requests, answer timed-out
+/// ones, expire leases, refill the window; then schedules the next tick.
+fn process(myself: &ActorRef<DispatchMsg>, s: &mut DispatcherState) {
+    if s.leading.is_none() || !s.loaded {
+        return;
+    }
+    let now = now_ms();
+    s.state.advance(now);
+    for (parked, picked) in s.state.serve_parked() {
+        let (holder, reply) = parked.reply;
+        write_lease(myself, s.shard, picked, holder, reply);
+    }
+    for parked in s.state.timed_out(now) {
+        let _ = parked.reply.1.send(Ok(Vec::new()));
+    }
+    for (id, token) in s.state.expired(now) {
+        let myself = myself.clone();
+        let shard = s.shard;
+        // Ends with the write; a failure is retried on a later tick.
+        tokio::spawn(async move {
+            let op = Op::Expire {
+                id,
+                token,
+                at_ms: now_ms(),
+            };
+            if let Err(e) = ShardHandle::new(shard).write(op, WRITE_TIMEOUT).await {
+                tracing::debug!(shard, %id, error = %e, "lease expiry not written yet");
+                let _ = myself.cast(DispatchMsg::ExpiryFailed(id));
+            }
+        });
+    }
+    let refill_at = s.state.horizon().map(|h| h.0.saturating_sub(WINDOW_MS / 2));
+    if !s.loading && s.state.room() > 0 && refill_at.is_some_and(|at| at <= now) {
+        start_load(myself, s, false);
+    }
+    let refill_pending = !s.loading && s.state.room() > 0;
+    let next = [s.state.next_wakeup(), refill_at.filter(|_| refill_pending)]
+        .into_iter()
+        .flatten()
+        .min();
+    if let Some(next) = next {
+        if s.armed.is_none_or(|armed| next < armed) {
+            s.armed = Some(next);
+            let delay = Duration::from_millis(next.saturating_sub(now).max(0) as u64);
+            myself.send_after(delay, || DispatchMsg::Tick);
+        }
+    }
+}
+
+/// How callers reach a shard's dispatcher on this node.
+#[derive(Clone, Copy, Debug)]
+pub struct DispatchHandle {
+    shard: ShardId,
+}
+
+impl DispatchHandle {
+    pub fn new(shard: ShardId) -> DispatchHandle {
+        DispatchHandle { shard }
+    }
+
+    /// Leases up to `request.max` ready jobs, waiting up to `request.wait_ms`
+    /// for some; answers with none when the wait ends empty.
+    pub async fn lease(&self, request: LeaseRequest, timeout: Duration) -> Result<Vec<Job>, ExecError> {
+        let unavailable = |reason: String| ExecError::Unavailable {
+            shard: self.shard,
+            reason,
+        };
+        let actor: ActorRef<DispatchMsg> = ractor::registry::where_is(actor_name(self.shard))
+            .map(ActorRef::from)
+            .ok_or_else(|| unavailable("dispatcher is restarting".into()))?;
+        match actor
+            .call(|reply| DispatchMsg::Lease(request, reply), Some(timeout))
+            .await
+        {
+            Ok(ractor::rpc::CallResult::Success(result)) => result,
+            Ok(ractor::rpc::CallResult::Timeout) => Err(unavailable(format!("no answer within {timeout:?}"))),
+            Ok(ractor::rpc::CallResult::SenderError) | Err(_) => {
+                Err(unavailable("dispatcher stopped before answering".into()))
+            }
+        }
+    }
+}

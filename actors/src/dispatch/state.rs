@@ -1,0 +1,491 @@
+//! The dispatcher's bookkeeping, free of any runtime so it is unit-tested
+//! directly: which waiting jobs are in memory, which are due, which leases
+//! run out when, and which lease requests are parked.
+//!
+//! Memory stays bounded: only the waiting jobs up to the *horizon* (a key of
+//! the time index) are held, at most `cap` of them; the rest stay in RocksDB
+//! and are loaded as the horizon moves on. Leases are all held (one small
+//! entry per leased job).
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+
+use sundial_raft::store::events::{JobSummary, TimerInfo};
+use sundial_raft::store::{LeaseEntry, TimerEntry};
+use sundial_raft::{JobId, JobState};
+
+/// A key of the time index.
+pub type TimeKey = (i64, JobId);
+
+/// The largest job id, for horizons that cover a whole millisecond.
+pub const MAX_ID: JobId = JobId([0xff; 16]);
+
+/// Ready jobs of one queue, best first: higher priority, then earlier due
+/// time, then older id.
+type ReadySet = BTreeSet<(Reverse<i32>, i64, JobId)>;
+
+/// A lease request waiting for jobs.
+#[derive(Debug)]
+pub struct Parked<R> {
+    pub namespace: String,
+    pub queues: Vec<String>,
+    pub max: u32,
+    /// When to answer it with nothing, ms.
+    pub until_ms: i64,
+    pub reply: R,
+}
+
+pub struct DispatchState<R> {
+    cap: usize,
+    /// Every waiting job with a key at or before this is in memory.
+    horizon: Option<TimeKey>,
+    /// Not yet due, by due time.
+    timers: BTreeMap<TimeKey, TimerInfo>,
+    /// Due, by (namespace, queue).
+    ready: HashMap<(String, String), ReadySet>,
+    /// Where each in-memory waiting job is: its key and queue.
+    waiting: HashMap<JobId, (TimeKey, TimerInfo, bool)>,
+    /// Picked for a lease whose write is under way.
+    inflight: HashMap<JobId, (TimeKey, TimerInfo)>,
+    /// Leases by deadline, and each leased job's (token, deadline).
+    leases: BTreeSet<(i64, JobId)>,
+    lease_of: HashMap<JobId, (u32, i64)>,
+    /// Leases whose expiry is being written.
+    expiring: HashSet<JobId>,
+    parked: VecDeque<Parked<R>>,
+}
+
+impl<R> DispatchState<R> {
+    pub fn new(cap: usize) -> DispatchState<R> {
+        DispatchState {
+            cap: cap.max(1),
+            horizon: None,
+            timers: BTreeMap::new(),
+            ready: HashMap::new(),
+            waiting: HashMap::new(),
+            inflight: HashMap::new(),
+            leases: BTreeSet::new(),
+            lease_of: HashMap::new(),
+            expiring: HashSet::new(),
+            parked: VecDeque::new(),
+        }
+    }
+
+    /// Waiting jobs held in memory (due or not, in flight included).
+    pub fn held(&self) -> usize {
+        self.waiting.len() + self.inflight.len()
+    }
+
+    pub fn horizon(&self) -> Option<TimeKey> {
+        self.horizon
+    }
+
+    /// How many more waiting jobs the next load may bring.
+    pub fn room(&self) -> usize {
+        self.cap.saturating_sub(self.held())
+    }
+
+    /// Adds a page of the time index read after the current horizon. `full`
+    /// says the page stopped at the size limit; otherwise it covers every
+    /// waiting job due by `until_ms`.
+    pub fn load_timers(&mut self, entries: Vec<TimerEntry>, until_ms: i64, full: bool) {
+        let new_horizon = match (full, entries.last()) {
+            (true, Some(last)) => (last.run_at_ms, last.id),
+            _ => (until_ms, MAX_ID),
+        };
+        for e in entries {
+            if self.inflight.contains_key(&e.id) || self.lease_of.contains_key(&e.id) {
+                continue;
+            }
+            self.insert_waiting((e.run_at_ms, e.id), e.info);
+        }
+        if self.horizon.is_none_or(|h| new_horizon > h) {
+            self.horizon = Some(new_horizon);
+        }
+    }
+
+    pub fn load_leases(&mut self, leases: Vec<LeaseEntry>) {
+        for l in leases {
+            self.set_lease(l.id, l.token, l.deadline_ms);
+        }
+    }
+
+    /// Applies what the state machine reported.
+    pub fn on_changed(&mut self, jobs: Vec<JobSummary>) {
+        for job in jobs {
+            self.forget_waiting(&job.id);
+            self.inflight.remove(&job.id);
+            self.clear_lease(&job.id);
+            match job.state {
+                JobState::Scheduled | JobState::Ready => {
+                    let key = (job.run_at_ms, job.id);
+                    if self.horizon.is_some_and(|h| key <= h) {
+                        self.insert_waiting(key, job.timer);
+                    }
+                }
+                JobState::Leased => {
+                    if let Some((token, deadline)) = job.lease {
+                        self.set_lease(job.id, token, deadline);
+                    }
+                }
+                JobState::Succeeded | JobState::Dead | JobState::Cancelled => {}
+            }
+        }
+        self.shrink_to_cap();
+    }
+
+    /// Moves every timer due at `now_ms` to its queue's ready set.
+    pub fn advance(&mut self, now_ms: i64) {
+        while let Some(entry) = self.timers.first_entry() {
+            if entry.key().0 > now_ms {
+                break;
+            }
+            let (key, info) = entry.remove_entry();
+            self.make_ready(key, info);
+        }
+    }
+
+    /// Takes up to `max` ready jobs of `namespace` from `queues`, best first
+    /// across the queues, and marks them in flight.
+    pub fn pick(&mut self, namespace: &str, queues: &[String], max: u32) -> Vec<JobId> {
+        let mut picked = Vec::new();
+        while picked.len() < max as usize {
+            let best = queues
+                .iter()
+                .filter_map(|q| {
+                    let set = self.ready.get(&(namespace.to_string(), q.clone()))?;
+                    set.first().map(|first| (*first, q))
+                })
+                .min_by_key(|(first, _)| *first);
+            let Some((first, queue)) = best else { break };
+            let queue_key = (namespace.to_string(), queue.clone());
+            if let Some(set) = self.ready.get_mut(&queue_key) {
+                set.remove(&first);
+                if set.is_empty() {
+                    self.ready.remove(&queue_key);
+                }
+            }
+            let id = first.2;
+            if let Some((key, info, _)) = self.waiting.remove(&id) {
+                self.inflight.insert(id, (key, info));
+            }
+            picked.push(id);
+        }
+        picked
+    }
+
+    /// A lease write finished: jobs it did not lease that are still in
+    /// flight go back to waiting (they were not due or the write failed).
+    pub fn lease_written(&mut self, picked: &[JobId]) {
+        for id in picked {
+            if let Some((key, info)) = self.inflight.remove(id) {
+                self.insert_waiting(key, info);
+            }
+        }
+    }
+
+    /// Parks a request until jobs come or its time runs out.
+    pub fn park(&mut self, request: Parked<R>) {
+        self.parked.push_back(request);
+    }
+
+    /// Parked requests that can be served now, oldest first, with the jobs
+    /// picked for each.
+    pub fn serve_parked(&mut self) -> Vec<(Parked<R>, Vec<JobId>)> {
+        let mut served = Vec::new();
+        let mut still = VecDeque::new();
+        while let Some(p) = self.parked.pop_front() {
+            let picked = self.pick(&p.namespace, &p.queues, p.max);
+            if picked.is_empty() {
+                still.push_back(p);
+            } else {
+                served.push((p, picked));
+            }
+        }
+        self.parked = still;
+        served
+    }
+
+    /// Parked requests whose time ran out by `now_ms`.
+    pub fn timed_out(&mut self, now_ms: i64) -> Vec<Parked<R>> {
+        let (out, keep): (VecDeque<_>, VecDeque<_>) =
+            self.parked.drain(..).partition(|p| p.until_ms <= now_ms);
+        self.parked = keep;
+        out.into_iter().collect()
+    }
+
+    /// Every parked request (leadership lost: they must go elsewhere).
+    pub fn drain_parked(&mut self) -> Vec<Parked<R>> {
+        self.parked.drain(..).collect()
+    }
+
+    /// Leases past their deadline at `now_ms` that are not being expired yet;
+    /// they are marked as being expired.
+    pub fn expired(&mut self, now_ms: i64) -> Vec<(JobId, u32)> {
+        let mut out = Vec::new();
+        for (deadline, id) in &self.leases {
+            if *deadline > now_ms {
+                break;
+            }
+            if self.expiring.insert(*id) {
+                if let Some((token, _)) = self.lease_of.get(id) {
+                    out.push((*id, *token));
+                }
+            }
+        }
+        out
+    }
+
+    /// An expiry write failed: try again on the next tick.
+    pub fn expiry_failed(&mut self, id: &JobId) {
+        self.expiring.remove(id);
+    }
+
+    /// When something next needs doing, ms: a timer, a lease deadline or a
+    /// parked request's time-out.
+    pub fn next_wakeup(&self) -> Option<i64> {
+        let timer = self.timers.keys().next().map(|k| k.0);
+        let lease = self
+            .leases
+            .iter()
+            .find(|(_, id)| !self.expiring.contains(id))
+            .map(|(d, _)| *d);
+        let parked = self.parked.iter().map(|p| p.until_ms).min();
+        [timer, lease, parked].into_iter().flatten().min()
+    }
+
+    fn insert_waiting(&mut self, key: TimeKey, info: TimerInfo) {
+        self.forget_waiting(&key.1);
+        self.waiting.insert(key.1, (key, info.clone(), false));
+        self.timers.insert(key, info);
+    }
+
+    fn make_ready(&mut self, key: TimeKey, info: TimerInfo) {
+        let queue = (info.namespace.clone(), info.queue.clone());
+        self.ready
+            .entry(queue)
+            .or_default()
+            .insert((Reverse(info.priority), key.0, key.1));
+        self.waiting.insert(key.1, (key, info, true));
+    }
+
+    fn forget_waiting(&mut self, id: &JobId) {
+        let Some((key, info, is_ready)) = self.waiting.remove(id) else {
+            return;
+        };
+        if is_ready {
+            let queue = (info.namespace.clone(), info.queue.clone());
+            if let Some(set) = self.ready.get_mut(&queue) {
+                set.remove(&(Reverse(info.priority), key.0, key.1));
+                if set.is_empty() {
+                    self.ready.remove(&queue);
+                }
+            }
+        } else {
+            self.timers.remove(&key);
+        }
+    }
+
+    fn set_lease(&mut self, id: JobId, token: u32, deadline: i64) {
+        self.clear_lease(&id);
+        self.leases.insert((deadline, id));
+        self.lease_of.insert(id, (token, deadline));
+    }
+
+    fn clear_lease(&mut self, id: &JobId) {
+        if let Some((_, deadline)) = self.lease_of.remove(id) {
+            self.leases.remove(&(deadline, *id));
+        }
+        self.expiring.remove(id);
+    }
+
+    /// Over the cap, the latest timers leave memory and the horizon moves
+    /// back to the last one kept; they are loaded again when it moves on.
+    fn shrink_to_cap(&mut self) {
+        while self.held() > self.cap {
+            let Some((key, _)) = self.timers.pop_last() else {
+                return;
+            };
+            self.waiting.remove(&key.1);
+            let below = self
+                .timers
+                .keys()
+                .next_back()
+                .copied()
+                .unwrap_or((key.0.saturating_sub(1), MAX_ID));
+            self.horizon = Some(self.horizon.map_or(below, |h| h.min(below)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(queue: &str, priority: i32) -> TimerInfo {
+        TimerInfo {
+            namespace: "ns".into(),
+            queue: queue.into(),
+            priority,
+        }
+    }
+
+    fn entry(at: i64, n: u64, queue: &str, priority: i32) -> TimerEntry {
+        TimerEntry {
+            run_at_ms: at,
+            id: JobId::new(0, 0, n),
+            info: info(queue, priority),
+        }
+    }
+
+    fn summary(n: u64, state: JobState, at: i64, lease: Option<(u32, i64)>) -> JobSummary {
+        JobSummary {
+            id: JobId::new(0, 0, n),
+            state,
+            run_at_ms: at,
+            timer: info("q", 0),
+            lease,
+        }
+    }
+
+    fn queues(names: &[&str]) -> Vec<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn nothing_is_ready_before_its_time() {
+        let mut s: DispatchState<()> = DispatchState::new(100);
+        s.load_timers(vec![entry(100, 1, "q", 0), entry(200, 2, "q", 0)], 1_000, false);
+        s.advance(99);
+        assert!(s.pick("ns", &queues(&["q"]), 10).is_empty());
+        assert_eq!(s.next_wakeup(), Some(100));
+        s.advance(100);
+        assert_eq!(s.pick("ns", &queues(&["q"]), 10), vec![JobId::new(0, 0, 1)]);
+        assert_eq!(s.next_wakeup(), Some(200));
+    }
+
+    #[test]
+    fn higher_priority_first_then_earlier_across_queues() {
+        let mut s: DispatchState<()> = DispatchState::new(100);
+        s.load_timers(
+            vec![
+                entry(1, 1, "a", 0),
+                entry(2, 2, "b", 5),
+                entry(3, 3, "a", 5),
+                entry(4, 4, "c", 9),
+            ],
+            10,
+            false,
+        );
+        s.advance(10);
+        let picked = s.pick("ns", &queues(&["a", "b"]), 10);
+        let ids: Vec<u64> = picked
+            .iter()
+            .map(|id| u64::from_be_bytes(id.0[8..].try_into().expect("8 bytes")))
+            .collect();
+        assert_eq!(ids, vec![2, 3, 1], "queue c is not asked for");
+    }
+
+    #[test]
+    fn events_past_the_horizon_stay_on_disk() {
+        let mut s: DispatchState<()> = DispatchState::new(100);
+        s.load_timers(vec![], 1_000, false);
+        s.on_changed(vec![summary(1, JobState::Scheduled, 500, None)]);
+        s.on_changed(vec![summary(2, JobState::Scheduled, 5_000, None)]);
+        assert_eq!(s.held(), 1);
+        s.advance(10_000);
+        assert_eq!(s.pick("ns", &queues(&["q"]), 10), vec![JobId::new(0, 0, 1)]);
+    }
+
+    #[test]
+    fn a_full_page_moves_the_horizon_only_to_its_last_key() {
+        let mut s: DispatchState<()> = DispatchState::new(2);
+        s.load_timers(vec![entry(1, 1, "q", 0), entry(2, 2, "q", 0)], 1_000, true);
+        assert_eq!(s.horizon(), Some((2, JobId::new(0, 0, 2))));
+        assert_eq!(s.room(), 0);
+        // A job due after the horizon is not held until loaded.
+        s.on_changed(vec![summary(3, JobState::Scheduled, 3, None)]);
+        assert_eq!(s.held(), 2);
+    }
+
+    #[test]
+    fn the_cap_holds_when_events_bring_more_jobs() {
+        let mut s: DispatchState<()> = DispatchState::new(2);
+        s.load_timers(vec![], 1_000, false);
+        for n in 1..=5 {
+            s.on_changed(vec![summary(n, JobState::Scheduled, n as i64 * 10, None)]);
+        }
+        assert_eq!(s.held(), 2);
+        let h = s.horizon().expect("horizon");
+        assert!(h < (30, JobId::new(0, 0, 3)), "horizon {h:?} moved back");
+        s.advance(1_000);
+        assert_eq!(s.pick("ns", &queues(&["q"]), 10).len(), 2);
+    }
+
+    #[test]
+    fn leased_jobs_leave_the_ready_set_and_expire_once() {
+        let mut s: DispatchState<()> = DispatchState::new(100);
+        s.load_timers(vec![entry(1, 1, "q", 0)], 1_000, false);
+        s.advance(10);
+        let picked = s.pick("ns", &queues(&["q"]), 1);
+        s.on_changed(vec![summary(1, JobState::Leased, 1, Some((1, 50)))]);
+        s.lease_written(&picked);
+        assert!(s.pick("ns", &queues(&["q"]), 1).is_empty(), "not back in ready");
+        assert!(s.expired(49).is_empty());
+        assert_eq!(s.expired(50), vec![(JobId::new(0, 0, 1), 1)]);
+        assert!(s.expired(60).is_empty(), "expiry already under way");
+        s.expiry_failed(&JobId::new(0, 0, 1));
+        assert_eq!(s.expired(60).len(), 1);
+        // Retried: waiting again, no lease left.
+        s.on_changed(vec![summary(1, JobState::Scheduled, 70, None)]);
+        assert!(s.expired(1_000).is_empty());
+        s.advance(70);
+        assert_eq!(s.pick("ns", &queues(&["q"]), 1).len(), 1);
+    }
+
+    #[test]
+    fn a_failed_lease_write_returns_its_jobs() {
+        let mut s: DispatchState<()> = DispatchState::new(100);
+        s.load_timers(vec![entry(1, 1, "q", 0)], 10, false);
+        s.advance(10);
+        let picked = s.pick("ns", &queues(&["q"]), 1);
+        assert_eq!(picked.len(), 1);
+        s.lease_written(&picked);
+        s.advance(10);
+        assert_eq!(s.pick("ns", &queues(&["q"]), 1), picked);
+    }
+
+    #[test]
+    fn parked_requests_are_served_in_order_or_time_out() {
+        let mut s: DispatchState<u32> = DispatchState::new(100);
+        s.load_timers(vec![], 1_000, false);
+        for (n, until) in [(1u32, 100i64), (2, 200)] {
+            s.park(Parked {
+                namespace: "ns".into(),
+                queues: queues(&["q"]),
+                max: 1,
+                until_ms: until,
+                reply: n,
+            });
+        }
+        assert!(s.serve_parked().is_empty());
+        s.on_changed(vec![summary(7, JobState::Ready, 5, None)]);
+        s.advance(5);
+        let served = s.serve_parked();
+        assert_eq!(served.len(), 1);
+        assert_eq!(served[0].0.reply, 1);
+        let out = s.timed_out(200);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].reply, 2);
+    }
+
+    #[test]
+    fn cancelled_jobs_are_forgotten() {
+        let mut s: DispatchState<()> = DispatchState::new(100);
+        s.load_timers(vec![entry(1, 1, "q", 0)], 10, false);
+        s.on_changed(vec![summary(1, JobState::Cancelled, 1, None)]);
+        s.advance(10);
+        assert!(s.pick("ns", &queues(&["q"]), 1).is_empty());
+        assert_eq!(s.held(), 0);
+    }
+}

@@ -1,0 +1,496 @@
+//! The state machine's job rules, applied the way Raft applies them: leases
+//! and their fencing tokens, heartbeats, completions, failures with retry and
+//! backoff, expiry, dead jobs and their replay, and the indexes and events the
+//! leader's dispatcher relies on.
+
+use std::sync::{Arc, Mutex};
+
+use openraft::storage::RaftStateMachine;
+use openraft::{CommittedLeaderId, EntryPayload};
+use sundial_raft::job::RetryPolicy;
+use sundial_raft::store::events::ShardEvent;
+use sundial_raft::store::{NodeStore, StateMachine};
+use sundial_raft::types::{Entry, LeaseHolder, LogId, Op, OpResult, Request};
+use sundial_raft::{Job, JobId, JobState};
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    store: Arc<NodeStore>,
+    sm: StateMachine,
+    index: u64,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = NodeStore::open(dir.path()).expect("open store");
+        let sm = store.state_machine(0).expect("state machine");
+        Harness {
+            _dir: dir,
+            store,
+            sm,
+            index: 0,
+        }
+    }
+
+    async fn apply(&mut self, op: Op) -> OpResult {
+        self.index += 1;
+        let entry = Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), self.index),
+            payload: EntryPayload::Normal(Request { ops: vec![op] }),
+        };
+        let mut responses = self.sm.apply(vec![entry]).await.expect("apply");
+        responses.remove(0).results.remove(0)
+    }
+
+    fn job(&self, id: &JobId) -> Job {
+        self.store.get_job(id).expect("read").expect("job exists")
+    }
+}
+
+fn holder(session: u64) -> LeaseHolder {
+    LeaseHolder {
+        worker: format!("w{session}"),
+        node: 1,
+        session,
+    }
+}
+
+fn new_job(n: u64, run_at_ms: i64, max_attempts: u32) -> Job {
+    Job {
+        id: JobId::new(0, 1_000, n),
+        namespace: "default".into(),
+        queue: "q".into(),
+        payload: b"p".to_vec(),
+        headers: Default::default(),
+        run_at_ms,
+        priority: 0,
+        state: JobState::Ready,
+        attempts: 0,
+        created_at_ms: 1_000,
+        updated_at_ms: 1_000,
+        retry: RetryPolicy {
+            max_attempts,
+            initial_backoff_ms: 1_000,
+            max_backoff_ms: 4_000,
+        },
+        timeout_ms: 500,
+        lease: None,
+        result: None,
+        last_error: None,
+        replay_base: 0,
+        idempotency_key: None,
+        idempotency_until_ms: 0,
+    }
+}
+
+fn leased(result: OpResult) -> Vec<Job> {
+    match result {
+        OpResult::Leased(jobs) => jobs,
+        other => panic!("expected leased jobs, got {other:?}"),
+    }
+}
+
+fn updated(result: OpResult) -> Job {
+    match result {
+        OpResult::Updated(job) => *job,
+        other => panic!("expected an update, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_job_is_not_leased_before_its_time_and_its_token_fences_completions() {
+    let mut h = Harness::new();
+    let job = new_job(1, 5_000, 3);
+    let id = job.id;
+    h.apply(Op::Submit(Box::new(job))).await;
+    let early = leased(
+        h.apply(Op::Lease {
+            ids: vec![id],
+            holder: holder(1),
+            at_ms: 4_999,
+        })
+        .await,
+    );
+    assert!(early.is_empty(), "not due yet");
+
+    let jobs = leased(
+        h.apply(Op::Lease {
+            ids: vec![id],
+            holder: holder(1),
+            at_ms: 5_000,
+        })
+        .await,
+    );
+    assert_eq!(jobs.len(), 1);
+    let lease = jobs[0].lease.clone().expect("lease");
+    assert_eq!((jobs[0].attempts, lease.token, lease.deadline_ms), (1, 1, 5_500));
+
+    // A second lease of a leased job does nothing.
+    assert!(leased(
+        h.apply(Op::Lease {
+            ids: vec![id],
+            holder: holder(2),
+            at_ms: 5_001,
+        })
+        .await
+    )
+    .is_empty());
+
+    let beat = updated(
+        h.apply(Op::Heartbeat {
+            id,
+            token: 1,
+            at_ms: 5_400,
+        })
+        .await,
+    );
+    assert_eq!(beat.lease.expect("lease").deadline_ms, 5_900);
+
+    let wrong = h
+        .apply(Op::Complete {
+            id,
+            token: 2,
+            result: b"bad".to_vec(),
+            at_ms: 5_450,
+        })
+        .await;
+    assert_eq!(
+        wrong,
+        OpResult::Stale {
+            state: JobState::Leased,
+            attempts: 1
+        }
+    );
+    let done = updated(
+        h.apply(Op::Complete {
+            id,
+            token: 1,
+            result: b"ok".to_vec(),
+            at_ms: 5_500,
+        })
+        .await,
+    );
+    assert_eq!(done.state, JobState::Succeeded);
+    assert_eq!(h.job(&id).result.as_deref(), Some(&b"ok"[..]));
+    // A late duplicate completion is refused and changes nothing.
+    let again = h
+        .apply(Op::Complete {
+            id,
+            token: 1,
+            result: b"twice".to_vec(),
+            at_ms: 5_600,
+        })
+        .await;
+    assert!(matches!(
+        again,
+        OpResult::Stale {
+            state: JobState::Succeeded,
+            ..
+        }
+    ));
+    assert_eq!(h.job(&id).result.as_deref(), Some(&b"ok"[..]));
+    assert!(h.store.scan_leases(0).expect("leases").is_empty());
+    assert!(h
+        .store
+        .scan_timers(0, None, i64::MAX, 10)
+        .expect("timers")
+        .is_empty());
+}
+
+#[tokio::test]
+async fn an_expired_lease_is_retried_with_backoff_and_the_old_token_is_refused() {
+    let mut h = Harness::new();
+    let job = new_job(2, 0, 3);
+    let id = job.id;
+    h.apply(Op::Submit(Box::new(job))).await;
+    assert_eq!(h.store.scan_timers(0, None, 0, 10).expect("timers").len(), 1);
+    leased(
+        h.apply(Op::Lease {
+            ids: vec![id],
+            holder: holder(1),
+            at_ms: 100,
+        })
+        .await,
+    );
+    let leases = h.store.scan_leases(0).expect("leases");
+    assert_eq!(leases.len(), 1);
+    assert_eq!((leases[0].deadline_ms, leases[0].token), (600, 1));
+
+    // Too early, or for another attempt: nothing happens.
+    assert!(matches!(
+        h.apply(Op::Expire {
+            id,
+            token: 1,
+            at_ms: 599
+        })
+        .await,
+        OpResult::Stale { .. }
+    ));
+    assert!(matches!(
+        h.apply(Op::Expire {
+            id,
+            token: 7,
+            at_ms: 600
+        })
+        .await,
+        OpResult::Stale { .. }
+    ));
+    let expired = updated(
+        h.apply(Op::Expire {
+            id,
+            token: 1,
+            at_ms: 600,
+        })
+        .await,
+    );
+    assert_eq!(expired.state, JobState::Scheduled);
+    assert!(
+        (1_100..=1_600).contains(&expired.run_at_ms),
+        "retry after 0.5-1 s of backoff, got {}",
+        expired.run_at_ms
+    );
+    assert!(expired
+        .last_error
+        .as_deref()
+        .unwrap_or("")
+        .contains("lease expired"));
+    assert!(h.store.scan_leases(0).expect("leases").is_empty());
+
+    // The paused worker comes back: its completion is refused.
+    let late = h
+        .apply(Op::Complete {
+            id,
+            token: 1,
+            result: vec![],
+            at_ms: 700,
+        })
+        .await;
+    assert_eq!(
+        late,
+        OpResult::Stale {
+            state: JobState::Scheduled,
+            attempts: 1
+        }
+    );
+    let again = leased(
+        h.apply(Op::Lease {
+            ids: vec![id],
+            holder: holder(2),
+            at_ms: expired.run_at_ms,
+        })
+        .await,
+    );
+    assert_eq!(again[0].lease.as_ref().map(|l| l.token), Some(2));
+    let done = updated(
+        h.apply(Op::Complete {
+            id,
+            token: 2,
+            result: b"second".to_vec(),
+            at_ms: expired.run_at_ms + 1,
+        })
+        .await,
+    );
+    assert_eq!(done.state, JobState::Succeeded);
+}
+
+#[tokio::test]
+async fn out_of_attempts_is_dead_and_a_replay_gets_a_fresh_budget() {
+    let mut h = Harness::new();
+    let job = new_job(3, 0, 2);
+    let id = job.id;
+    h.apply(Op::Submit(Box::new(job))).await;
+    let mut at = 10;
+    for attempt in 1..=2u32 {
+        let jobs = leased(
+            h.apply(Op::Lease {
+                ids: vec![id],
+                holder: holder(1),
+                at_ms: at,
+            })
+            .await,
+        );
+        assert_eq!(jobs.len(), 1, "attempt {attempt} leased");
+        let failed = updated(
+            h.apply(Op::Fail {
+                id,
+                token: attempt,
+                error: format!("boom {attempt}"),
+                retryable: true,
+                at_ms: at,
+            })
+            .await,
+        );
+        at = failed.run_at_ms;
+        if attempt == 2 {
+            assert_eq!(failed.state, JobState::Dead);
+        } else {
+            assert_eq!(failed.state, JobState::Scheduled);
+        }
+    }
+    assert_eq!(h.job(&id).last_error.as_deref(), Some("boom 2"));
+    assert!(matches!(
+        h.apply(Op::Cancel { id, at_ms: at }).await,
+        OpResult::AlreadyFinished(JobState::Dead)
+    ));
+
+    let replayed = updated(h.apply(Op::Retry { id, at_ms: 50_000 }).await);
+    assert_eq!(
+        (replayed.state, replayed.attempts, replayed.run_at_ms),
+        (JobState::Ready, 2, 50_000)
+    );
+    let jobs = leased(
+        h.apply(Op::Lease {
+            ids: vec![id],
+            holder: holder(1),
+            at_ms: 50_000,
+        })
+        .await,
+    );
+    assert_eq!(
+        jobs[0].lease.as_ref().map(|l| l.token),
+        Some(3),
+        "tokens keep growing"
+    );
+    // A non-retryable failure is dead at once, attempts left or not.
+    let dead = updated(
+        h.apply(Op::Fail {
+            id,
+            token: 3,
+            error: "bad input".into(),
+            retryable: false,
+            at_ms: 50_001,
+        })
+        .await,
+    );
+    assert_eq!(dead.state, JobState::Dead);
+    // Only dead jobs replay.
+    let other = new_job(4, 0, 2);
+    let other_id = other.id;
+    h.apply(Op::Submit(Box::new(other))).await;
+    assert_eq!(
+        h.apply(Op::Retry {
+            id: other_id,
+            at_ms: 1
+        })
+        .await,
+        OpResult::NotDead(JobState::Ready)
+    );
+}
+
+#[tokio::test]
+async fn cancelling_a_leased_job_ends_its_lease_and_keeps_who_held_it() {
+    let mut h = Harness::new();
+    let job = new_job(5, 0, 3);
+    let id = job.id;
+    h.apply(Op::Submit(Box::new(job))).await;
+    leased(
+        h.apply(Op::Lease {
+            ids: vec![id],
+            holder: holder(9),
+            at_ms: 1,
+        })
+        .await,
+    );
+    let OpResult::Cancelled(cancelled) = h.apply(Op::Cancel { id, at_ms: 2 }).await else {
+        panic!("cancel failed");
+    };
+    assert_eq!(cancelled.lease.as_ref().map(|l| l.session), Some(9));
+    assert!(h.store.scan_leases(0).expect("leases").is_empty());
+    assert!(matches!(
+        h.apply(Op::Heartbeat {
+            id,
+            token: 1,
+            at_ms: 3
+        })
+        .await,
+        OpResult::Stale {
+            state: JobState::Cancelled,
+            ..
+        }
+    ));
+}
+
+#[tokio::test]
+async fn the_listener_hears_each_changed_job_once_per_entry() {
+    let mut h = Harness::new();
+    let heard: Arc<Mutex<Vec<(JobId, JobState)>>> = Arc::default();
+    let sink = heard.clone();
+    h.store.set_listener(
+        0,
+        Some(Arc::new(move |event| {
+            if let ShardEvent::Changed(jobs) = event {
+                sink.lock()
+                    .expect("lock")
+                    .extend(jobs.iter().map(|j| (j.id, j.state)));
+            }
+        })),
+    );
+    let job = new_job(6, 0, 3);
+    let id = job.id;
+    h.apply(Op::Submit(Box::new(job))).await;
+    h.apply(Op::Lease {
+        ids: vec![id],
+        holder: holder(1),
+        at_ms: 1,
+    })
+    .await;
+    h.store.set_listener(0, None);
+    h.apply(Op::Cancel { id, at_ms: 2 }).await;
+    let heard = heard.lock().expect("lock").clone();
+    assert_eq!(heard, vec![(id, JobState::Ready), (id, JobState::Leased)]);
+}
+
+#[tokio::test]
+async fn an_idempotency_key_returns_the_first_job_while_retained() {
+    let mut h = Harness::new();
+    let keyed = |n: u64, created: i64| {
+        let mut job = new_job(n, 0, 3);
+        job.created_at_ms = created;
+        job.idempotency_key = Some("order-42".into());
+        job.idempotency_until_ms = created + 1_000;
+        job
+    };
+    let first = keyed(10, 1_000);
+    let first_id = first.id;
+    assert_eq!(
+        h.apply(Op::Submit(Box::new(first))).await,
+        OpResult::Submitted {
+            created: true,
+            id: first_id
+        }
+    );
+    let again = keyed(11, 1_500);
+    assert_eq!(
+        h.apply(Op::Submit(Box::new(again.clone()))).await,
+        OpResult::Submitted {
+            created: false,
+            id: first_id
+        }
+    );
+    assert!(
+        h.store.get_job(&again.id).expect("read").is_none(),
+        "nothing created"
+    );
+    // Another namespace has its own keys.
+    let mut other_ns = keyed(12, 1_500);
+    other_ns.namespace = "other".into();
+    let other_id = other_ns.id;
+    assert_eq!(
+        h.apply(Op::Submit(Box::new(other_ns))).await,
+        OpResult::Submitted {
+            created: true,
+            id: other_id
+        }
+    );
+    // Past the retention window the key is free again.
+    let later = keyed(13, 2_000);
+    let later_id = later.id;
+    assert_eq!(
+        h.apply(Op::Submit(Box::new(later))).await,
+        OpResult::Submitted {
+            created: true,
+            id: later_id
+        }
+    );
+}

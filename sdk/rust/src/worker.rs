@@ -1,0 +1,237 @@
+//! Running jobs: a worker connects to any node, names its queues and how many
+//! jobs it runs at once, and the node pushes leased jobs to it.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), sundial_sdk::Error> {
+//! use sundial_sdk::{JobFailure, Worker};
+//! Worker::new("127.0.0.1:7070")
+//!     .queue("emails")
+//!     .concurrency(8)
+//!     .run(|job| async move {
+//!         if job.payload.is_empty() {
+//!             return Err(JobFailure::permanent("empty payload"));
+//!         }
+//!         Ok(b"sent".to_vec())
+//!     })
+//!     .await
+//! # }
+//! ```
+//!
+//! While a handler runs, the worker heartbeats the job's lease (every third
+//! of the job's timeout), so a job may run longer than its timeout as long as
+//! the worker lives. A cancelled job's handler is dropped (its future stops at
+//! its next await point). If the connection drops, the worker reconnects with
+//! backoff; the node returns the jobs the old connection held for retry.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::proto::node_message::Kind as NodeKind;
+use crate::proto::worker_message::Kind as WorkerKind;
+use crate::proto::worker_service_client::WorkerServiceClient;
+use crate::{proto, Client, Error};
+
+/// Why a handler did not succeed.
+#[derive(Clone, Debug)]
+pub struct JobFailure {
+    pub message: String,
+    /// False: the job is dead at once, whatever attempts it has left.
+    pub retryable: bool,
+}
+
+impl JobFailure {
+    /// A failure worth retrying under the job's retry policy.
+    pub fn retry(message: impl Into<String>) -> JobFailure {
+        JobFailure {
+            message: message.into(),
+            retryable: true,
+        }
+    }
+
+    /// A failure no retry will fix.
+    pub fn permanent(message: impl Into<String>) -> JobFailure {
+        JobFailure {
+            message: message.into(),
+            retryable: false,
+        }
+    }
+}
+
+impl<E: std::fmt::Display> From<E> for JobFailure {
+    fn from(e: E) -> Self {
+        JobFailure::retry(e.to_string())
+    }
+}
+
+/// A worker; see the module docs.
+pub struct Worker {
+    addr: String,
+    namespace: String,
+    queues: Vec<String>,
+    concurrency: u32,
+    worker_id: String,
+}
+
+impl Worker {
+    /// A worker that will connect to the node at `addr` (`host:port`).
+    pub fn new(addr: impl Into<String>) -> Worker {
+        Worker {
+            addr: addr.into(),
+            namespace: String::new(),
+            queues: Vec::new(),
+            concurrency: 1,
+            worker_id: default_worker_id(),
+        }
+    }
+
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Worker {
+        self.namespace = namespace.into();
+        self
+    }
+
+    /// Adds a queue to take jobs from.
+    pub fn queue(mut self, queue: impl Into<String>) -> Worker {
+        self.queues.push(queue.into());
+        self
+    }
+
+    /// How many jobs run at once (default 1).
+    pub fn concurrency(mut self, concurrency: u32) -> Worker {
+        self.concurrency = concurrency;
+        self
+    }
+
+    /// The name operators see in leases (default `host-pid`).
+    pub fn id(mut self, worker_id: impl Into<String>) -> Worker {
+        self.worker_id = worker_id.into();
+        self
+    }
+
+    /// Runs jobs with `handler` until the node refuses the worker (a bad
+    /// queue name, say); connection losses are retried forever.
+    pub async fn run<F, Fut>(self, handler: F) -> Result<(), Error>
+    where
+        F: Fn(proto::Job) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Vec<u8>, JobFailure>> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let outcome = self.session(handler.clone()).await;
+            match outcome {
+                Err(Error::Status(s)) if s.code() == tonic::Code::InvalidArgument => {
+                    return Err(Error::Status(s));
+                }
+                Err(e) => {
+                    tracing::warn!(addr = %self.addr, error = %e, ?backoff, "worker connection lost, reconnecting")
+                }
+                Ok(()) => tracing::warn!(addr = %self.addr, "node closed the worker stream, reconnecting"),
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// One connection: until the stream ends.
+    async fn session<F, Fut>(&self, handler: Arc<F>) -> Result<(), Error>
+    where
+        F: Fn(proto::Job) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Vec<u8>, JobFailure>> + Send + 'static,
+    {
+        let client = Client::connect(&self.addr).await?;
+        let mut service = WorkerServiceClient::new(client.channel())
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20);
+        let (tx, rx) = mpsc::channel::<proto::WorkerMessage>(self.concurrency as usize * 2 + 16);
+        let hello = proto::WorkerHello {
+            namespace: self.namespace.clone(),
+            queues: self.queues.clone(),
+            credits: self.concurrency,
+            worker_id: self.worker_id.clone(),
+        };
+        let _ = tx
+            .send(proto::WorkerMessage {
+                kind: Some(WorkerKind::Hello(hello)),
+            })
+            .await;
+        let mut inbound = service.open_session(ReceiverStream::new(rx)).await?.into_inner();
+        let running: Arc<Mutex<HashMap<String, AbortHandle>>> = Arc::default();
+        while let Some(msg) = inbound.message().await? {
+            match msg.kind {
+                Some(NodeKind::Welcome(w)) => {
+                    tracing::info!(node = w.node_id, session = w.session_id, "worker connected");
+                }
+                Some(NodeKind::Job(job)) => {
+                    let id = job.id.clone();
+                    let task = tokio::spawn(run_job(job, handler.clone(), tx.clone(), running.clone()));
+                    let mut running = running.lock().unwrap_or_else(|p| p.into_inner());
+                    if !task.is_finished() {
+                        running.insert(id, task.abort_handle());
+                    }
+                }
+                Some(NodeKind::Cancelled(c)) => {
+                    let handle = running.lock().unwrap_or_else(|p| p.into_inner()).remove(&c.id);
+                    if let Some(handle) = handle {
+                        tracing::info!(job = %c.id, "job cancelled, stopping its handler");
+                        handle.abort();
+                    }
+                }
+                Some(NodeKind::Ack(ack)) if ack.code != 0 => {
+                    tracing::warn!(job = %ack.id, token = ack.token, code = ack.code, message = %ack.message, "node refused an answer");
+                }
+                Some(NodeKind::Ack(_)) => {}
+                None => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs one job: the handler, with heartbeats while it runs, then the answer.
+async fn run_job<F, Fut>(
+    job: proto::Job,
+    handler: Arc<F>,
+    tx: mpsc::Sender<proto::WorkerMessage>,
+    running: Arc<Mutex<HashMap<String, AbortHandle>>>,
+) where
+    F: Fn(proto::Job) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Vec<u8>, JobFailure>> + Send + 'static,
+{
+    let id = job.id.clone();
+    let token = job.lease.as_ref().map(|l| l.token).unwrap_or(job.attempts);
+    let every = Duration::from_millis((job.timeout_ms / 3).max(100));
+    let work = handler(job);
+    tokio::pin!(work);
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    let outcome = loop {
+        tokio::select! {
+            outcome = &mut work => break outcome,
+            _ = ticker.tick() => {
+                let beat = proto::HeartbeatJobRequest { id: id.clone(), token };
+                let _ = tx.send(proto::WorkerMessage { kind: Some(WorkerKind::Heartbeat(beat)) }).await;
+            }
+        }
+    };
+    running.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+    let kind = match outcome {
+        Ok(result) => WorkerKind::Complete(proto::CompleteJobRequest { id, token, result }),
+        Err(failure) => WorkerKind::Fail(proto::FailJobRequest {
+            id,
+            token,
+            error: failure.message,
+            retryable: failure.retryable,
+        }),
+    };
+    let _ = tx.send(proto::WorkerMessage { kind: Some(kind) }).await;
+}
+
+fn default_worker_id() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".to_string());
+    format!("{host}-{}", std::process::id())
+}
