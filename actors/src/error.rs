@@ -42,6 +42,8 @@ pub enum Error {
         state: String,
         attempts: u32,
     },
+    #[error("schedule {0} not found")]
+    ScheduleNotFound(String),
     /// A replay of a job that is not dead.
     #[error("job {id} is {state}, only a dead job can be retried")]
     NotDead { id: String, state: String },

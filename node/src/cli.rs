@@ -63,6 +63,13 @@ pub enum Command {
         #[command(flatten)]
         worker: WorkerArgs,
     },
+    /// Create and manage recurring schedules.
+    Schedule {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: ScheduleCommand,
+    },
     /// Measure a running cluster.
     Bench {
         #[command(flatten)]
@@ -160,6 +167,83 @@ pub enum JobCommand {
         #[arg(long)]
         local: bool,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ScheduleCommand {
+    /// Create a schedule (an existing id is left unchanged and reported).
+    Create(ScheduleSpecArgs),
+    /// Replace a schedule's definition (its history stays).
+    Update(ScheduleSpecArgs),
+    Get {
+        id: String,
+        #[arg(long, default_value = "")]
+        namespace: String,
+    },
+    List {
+        #[arg(long, default_value = "")]
+        namespace: String,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[arg(long, default_value = "")]
+        page_token: String,
+    },
+    Pause {
+        id: String,
+        #[arg(long, default_value = "")]
+        namespace: String,
+    },
+    Resume {
+        id: String,
+        #[arg(long, default_value = "")]
+        namespace: String,
+    },
+    Delete {
+        id: String,
+        #[arg(long, default_value = "")]
+        namespace: String,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct ScheduleSpecArgs {
+    /// The schedule's id, unique in its namespace.
+    #[arg(long)]
+    pub id: String,
+    /// Queue the jobs go to.
+    #[arg(long)]
+    pub queue: String,
+    /// Cron expression, 6 fields with seconds or 5 (e.g. '0 30 2 * * *').
+    #[arg(long, conflicts_with = "every", required_unless_present = "every")]
+    pub cron: Option<String>,
+    /// IANA time zone of the cron expression (default UTC).
+    #[arg(long, requires = "cron")]
+    pub tz: Option<String>,
+    /// Fixed interval instead of cron, e.g. 10s, 5m.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub every: Option<std::time::Duration>,
+    /// Payload text, or @FILE.
+    #[arg(long, default_value = "")]
+    pub payload: String,
+    #[arg(long, default_value = "")]
+    pub namespace: String,
+    /// Firings missed during downtime: skip, one or all.
+    #[arg(long, default_value = "one")]
+    pub catch_up: String,
+    /// A firing while the previous job runs: allow, skip or buffer-one.
+    #[arg(long, default_value = "allow")]
+    pub overlap: String,
+    /// Spread each job's due time up to this much after its firing.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub jitter: Option<std::time::Duration>,
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub priority: i32,
+    /// Attempts per job (default 5).
+    #[arg(long)]
+    pub max_attempts: Option<u32>,
+    /// Lease timeout of each job, e.g. 30s.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub timeout: Option<std::time::Duration>,
 }
 
 #[derive(Args, Debug)]

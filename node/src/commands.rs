@@ -38,7 +38,7 @@ pub async fn connect(args: &ClientArgs) -> Result<Client, CliError> {
         .with_timeout(args.request_timeout))
 }
 
-fn read_payload(spec: &str) -> Result<Vec<u8>, CliError> {
+pub fn read_payload(spec: &str) -> Result<Vec<u8>, CliError> {
     let Some(path) = spec.strip_prefix('@') else {
         return Ok(spec.as_bytes().to_vec());
     };
@@ -94,7 +94,7 @@ fn state_name(state: i32) -> &'static str {
     }
 }
 
-fn time_text(ms: i64) -> String {
+pub fn time_text(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
         .unwrap_or_else(|| ms.to_string())

@@ -7,12 +7,14 @@
 //! - [`server`]: starts a node: storage, Raft transport, actor plane, actors,
 //!   client gRPC (jobs, workers, cluster, health, reflection).
 //! - [`actor_plane`]: the `ractor_cluster` node server and peer dialing.
-//! - [`cli`], [`commands`], [`worker_cmd`], [`bench`]: the command line.
+//! - [`cli`], [`commands`], [`worker_cmd`], [`schedule_cmd`], [`bench`]: the
+//!   command line.
 
 pub mod actor_plane;
 pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod schedule_cmd;
 pub mod server;
 pub mod worker_cmd;

@@ -153,6 +153,8 @@ pub struct Job {
     pub idempotency_key: Option<String>,
     /// Until when the key is retained, ms since the epoch.
     pub idempotency_until_ms: i64,
+    /// The schedule whose firing created this job (same namespace and shard).
+    pub schedule_id: Option<String>,
 }
 
 impl Job {
@@ -264,6 +266,7 @@ pub(crate) fn sample_job() -> Job {
         replay_base: 0,
         idempotency_key: None,
         idempotency_until_ms: 0,
+        schedule_id: None,
     }
 }
 

@@ -10,6 +10,8 @@
 //!   kind `Q`  | ns len u8 | ns | queue len u8 | queue | id → state code (list index)
 //!   kind `N`  | ns len u8 | ns | id                        → state code (list index)
 //!   kind `I`  | ns len u8 | ns | idempotency key            → job id (16) | retained until (i64 BE)
+//!   kind `S`  | ns len u8 | ns | schedule id                → encoded Schedule
+//!   kind `F`  | next fire (u64, sign-flipped) | ns len u8 | ns | schedule id → () (active schedules)
 //!   kind `A`  applied log id; kind `M` last membership (state machine meta)
 
 use crate::job::{JobId, ShardId};
@@ -27,6 +29,8 @@ pub const SM_TIME: u8 = b'T';
 pub const SM_LEASE: u8 = b'L';
 pub const SM_QUEUE: u8 = b'Q';
 pub const SM_IDEMPOTENCY: u8 = b'I';
+pub const SM_SCHEDULE: u8 = b'S';
+pub const SM_FIRE: u8 = b'F';
 pub const SM_NAMESPACE: u8 = b'N';
 pub const SM_APPLIED: u8 = b'A';
 pub const SM_MEMBERSHIP: u8 = b'M';
@@ -130,6 +134,38 @@ pub fn idempotency_key(shard: ShardId, namespace: &str, key: &str) -> Vec<u8> {
     k
 }
 
+pub fn schedule_prefix(shard: ShardId, namespace: &str) -> Vec<u8> {
+    let mut k = sm_key(shard, SM_SCHEDULE);
+    push_short(&mut k, namespace);
+    k
+}
+
+pub fn schedule_key(shard: ShardId, namespace: &str, id: &str) -> Vec<u8> {
+    let mut k = schedule_prefix(shard, namespace);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+pub fn fire_key(shard: ShardId, next_fire_ms: i64, namespace: &str, id: &str) -> Vec<u8> {
+    let mut k = sm_key(shard, SM_FIRE);
+    k.extend_from_slice(&ordered_i64(next_fire_ms).to_be_bytes());
+    push_short(&mut k, namespace);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+/// The (namespace, schedule id) at the end of a `F` key.
+pub fn fire_key_parts(key: &[u8]) -> Option<(String, String)> {
+    let rest = key.get(13..)?;
+    let (&len, rest) = rest.split_first()?;
+    let ns = rest.get(..len as usize)?;
+    let id = rest.get(len as usize..)?;
+    Some((
+        String::from_utf8(ns.to_vec()).ok()?,
+        String::from_utf8(id.to_vec()).ok()?,
+    ))
+}
+
 /// Appends a job id to an index prefix.
 pub fn with_id(mut prefix: Vec<u8>, id: &JobId) -> Vec<u8> {
     prefix.extend_from_slice(id.as_bytes());
@@ -185,6 +221,9 @@ mod tests {
         assert_eq!(key_time(&time_key(-5, &id)), Some(-5));
         assert_eq!(key_time(&lease_key(1_234, &id)), Some(1_234));
         assert_eq!(trailing_id(&lease_key(1_234, &id)), Some(id));
+        let fk = fire_key(1, 77, "ns", "nightly");
+        assert_eq!(key_time(&fk), Some(77));
+        assert_eq!(fire_key_parts(&fk), Some(("ns".into(), "nightly".into())));
     }
 
     #[test]

@@ -8,13 +8,14 @@
 //! schedule still expects exactly that firing, so a firing proposed twice
 //! (a retry, a leader change) creates one job.
 //!
-//! Daylight saving time, for cron rules (the Vixie cron rules, as the `croner`
-//! crate implements them): a wall-clock time that does not exist (the clock
-//! jumps forward over it) fires once, right after the jump; a wall-clock time
-//! that happens twice (the clock goes back) fires once, the first time.
-//! Rules with a wildcard or step in the seconds, minutes or hours field
-//! (every 15 minutes, say) follow real time: they fire in both copies of a
-//! repeated hour and not in a skipped one.
+//! Daylight saving time, for cron rules (as the `croner` crate evaluates them,
+//! checked by the tests below): rules are wall-clock rules, and each matching
+//! wall-clock time fires exactly once. A time that does not exist (the clock
+//! jumps forward over it) fires right after the jump — merged with that
+//! instant's own firing if it has one; a time that happens twice (the clock
+//! goes back) fires once, the first time. So a daily 02:30 job runs every
+//! day, once, and an hourly job runs 23 times on the short day and 24 times
+//! on the long one.
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -94,8 +95,9 @@ pub struct Schedule {
     pub last_fire_ms: Option<i64>,
     /// The job of the latest firing.
     pub last_job: Option<JobId>,
-    /// A firing waits for the previous job to finish (overlap `BufferOne`).
-    pub buffered: bool,
+    /// A firing's job waiting for the previous job to finish (overlap
+    /// `BufferOne`).
+    pub buffered: Option<Box<crate::job::Job>>,
     /// Jobs created, and firings skipped (overlap or catch-up).
     pub fired: u64,
     pub skipped: u64,
@@ -237,6 +239,20 @@ impl Schedule {
         }))
     }
 
+    /// True when the dispatcher should hold a timer for it.
+    pub fn is_active(&self) -> bool {
+        !self.paused && self.next_fire_ms.is_some()
+    }
+
+    /// The shard a schedule lives on (with all its jobs).
+    pub fn shard_of(namespace: &str, id: &str, shard_count: u32) -> crate::job::ShardId {
+        let mut key = b"schedule\0".to_vec();
+        key.extend_from_slice(namespace.as_bytes());
+        key.push(0);
+        key.extend_from_slice(id.as_bytes());
+        crate::job::shard_for_key(&key, shard_count)
+    }
+
     /// Where `Every` firings are counted from: the first firing ever.
     pub fn anchor_ms(&self) -> i64 {
         self.last_fire_ms
@@ -310,10 +326,22 @@ mod tests {
 
     #[test]
     fn bad_rules_are_refused_with_a_reason() {
-        assert!(matches!(cron("0 0 * * *", "Mars/Olympus").validate(), Err(RuleError::Zone(_))));
-        assert!(matches!(cron("61 * * * *", "UTC").validate(), Err(RuleError::Cron { .. })));
-        assert!(matches!(cron("not cron", "UTC").validate(), Err(RuleError::Cron { .. })));
-        assert_eq!(Rule::Every { interval_ms: 0 }.validate(), Err(RuleError::Interval));
+        assert!(matches!(
+            cron("0 0 * * *", "Mars/Olympus").validate(),
+            Err(RuleError::Zone(_))
+        ));
+        assert!(matches!(
+            cron("61 * * * *", "UTC").validate(),
+            Err(RuleError::Cron { .. })
+        ));
+        assert!(matches!(
+            cron("not cron", "UTC").validate(),
+            Err(RuleError::Cron { .. })
+        ));
+        assert_eq!(
+            Rule::Every { interval_ms: 0 }.validate(),
+            Err(RuleError::Interval)
+        );
         assert!(cron("*/5 * * * * *", "Europe/Berlin").validate().is_ok());
     }
 
@@ -323,7 +351,11 @@ mod tests {
         let from = utc(2026, 1, 1, 0, 0, 1);
         assert_eq!(
             firings(&rule, from, 3),
-            vec![utc(2026, 1, 1, 0, 0, 15), utc(2026, 1, 1, 0, 0, 30), utc(2026, 1, 1, 0, 0, 45)]
+            vec![
+                utc(2026, 1, 1, 0, 0, 15),
+                utc(2026, 1, 1, 0, 0, 30),
+                utc(2026, 1, 1, 0, 0, 45)
+            ]
         );
     }
 
@@ -337,7 +369,11 @@ mod tests {
         // 02:30 does not exist on 8 March: it fires right after the jump, at 03:00.
         assert_eq!(
             got,
-            vec![utc(2026, 3, 8, 7, 0, 0), utc(2026, 3, 9, 6, 30, 0), utc(2026, 3, 10, 6, 30, 0)],
+            vec![
+                utc(2026, 3, 8, 7, 0, 0),
+                utc(2026, 3, 9, 6, 30, 0),
+                utc(2026, 3, 10, 6, 30, 0)
+            ],
             "spring forward"
         );
         let rule = cron("0 30 1 * * *", zone);
@@ -361,14 +397,41 @@ mod tests {
         let zone = "Europe/Berlin";
         let daily = cron("0 15 2 * * *", zone);
         let spring = firings(&daily, at(zone, 2026, 3, 28, 12, 0, 0), 2);
-        assert_eq!(spring, vec![utc(2026, 3, 29, 1, 0, 0), utc(2026, 3, 30, 0, 15, 0)]);
+        assert_eq!(
+            spring,
+            vec![utc(2026, 3, 29, 1, 0, 0), utc(2026, 3, 30, 0, 15, 0)]
+        );
         let autumn = firings(&daily, at(zone, 2026, 10, 24, 12, 0, 0), 2);
-        assert_eq!(autumn, vec![utc(2026, 10, 25, 0, 15, 0), utc(2026, 10, 26, 1, 15, 0)]);
-        // An hourly rule follows real time: 25 firings on the 25-hour day.
+        assert_eq!(
+            autumn,
+            vec![utc(2026, 10, 25, 0, 15, 0), utc(2026, 10, 26, 1, 15, 0)]
+        );
+        // An hourly rule fires once per wall-clock hour: 24 times on the
+        // 25-hour day (02:00 happens twice, fires once) ...
         let hourly = cron("0 0 * * * *", zone);
         let day = firings(&hourly, at(zone, 2026, 10, 24, 23, 59, 59), 26);
-        let on_the_25th = day.iter().filter(|t| **t < at(zone, 2026, 10, 26, 0, 0, 0)).count();
-        assert_eq!(on_the_25th, 25);
+        let on_the_25th = day
+            .iter()
+            .filter(|t| **t < at(zone, 2026, 10, 26, 0, 0, 0))
+            .count();
+        assert_eq!(on_the_25th, 24);
+        // ... and 23 times on the 23-hour day, the 02:00 slot firing at
+        // 03:00 together with 03:00's own firing merged into one.
+        let day = firings(&hourly, at(zone, 2026, 3, 28, 23, 59, 59), 25);
+        let spring: Vec<i64> = day
+            .into_iter()
+            .filter(|t| *t < at(zone, 2026, 3, 30, 0, 0, 0))
+            .collect();
+        assert_eq!(spring.len(), 23);
+        assert_eq!(
+            spring[2],
+            utc(2026, 3, 29, 1, 0, 0),
+            "03:00 CEST, right after the jump"
+        );
+        assert!(
+            spring.windows(2).all(|w| w[0] < w[1]),
+            "never twice at one instant"
+        );
     }
 
     #[test]
@@ -399,7 +462,7 @@ mod tests {
             next_fire_ms: Some(next),
             last_fire_ms: None,
             last_job: None,
-            buffered: false,
+            buffered: None,
             fired: 0,
             skipped: 0,
             created_at_ms: 0,
@@ -416,12 +479,24 @@ mod tests {
 
         // Down for 3 minutes: 180 firings missed, 60 of them "late".
         let now = 100_000 + 180_000;
-        let skip = every_second(CatchUp::Skip, 100_000).due(now).expect("due").expect("firing");
+        let skip = every_second(CatchUp::Skip, 100_000)
+            .due(now)
+            .expect("due")
+            .expect("firing");
         assert_eq!(skip.next_ms, Some(now + 1_000));
-        assert!(skip.fire.iter().all(|t| now - t <= LATE_AFTER_MS), "late ones skipped");
-        let one = every_second(CatchUp::One, 100_000).due(now).expect("due").expect("firing");
+        assert!(
+            skip.fire.iter().all(|t| now - t <= LATE_AFTER_MS),
+            "late ones skipped"
+        );
+        let one = every_second(CatchUp::One, 100_000)
+            .due(now)
+            .expect("due")
+            .expect("firing");
         assert_eq!(one.fire.iter().filter(|t| now - **t > LATE_AFTER_MS).count(), 1);
-        let all = every_second(CatchUp::All, 100_000).due(now).expect("due").expect("firing");
+        let all = every_second(CatchUp::All, 100_000)
+            .due(now)
+            .expect("due")
+            .expect("firing");
         assert!(all.fire.len() <= MAX_CATCH_UP + 61);
         assert!(all.fire.windows(2).all(|w| w[0] < w[1]));
         assert_eq!(all.next_ms, Some(now + 1_000));

@@ -6,6 +6,7 @@ use std::io::Cursor;
 use serde::{Deserialize, Serialize};
 
 use crate::job::{Job, JobId, JobState};
+use crate::schedule::Schedule;
 
 /// Node ids are small integers named in `cluster.toml`.
 pub type NodeId = u64;
@@ -61,7 +62,10 @@ pub enum Op {
     /// nothing: a retried submit (same id) is applied once.
     Submit(Box<Job>),
     /// Cancel a job that is not finished, at the leader's clock `at_ms`.
-    Cancel { id: JobId, at_ms: i64 },
+    Cancel {
+        id: JobId,
+        at_ms: i64,
+    },
     /// Lease each listed job that is still waiting and due at `at_ms` to
     /// `holder`: its attempt count grows by one and becomes the lease's
     /// fencing token. Jobs no longer waiting are skipped.
@@ -71,7 +75,11 @@ pub enum Op {
         at_ms: i64,
     },
     /// Extend the lease `token` of a job to `at_ms` + the job's timeout.
-    Heartbeat { id: JobId, token: u32, at_ms: i64 },
+    Heartbeat {
+        id: JobId,
+        token: u32,
+        at_ms: i64,
+    },
     /// Record the success of attempt `token`.
     Complete {
         id: JobId,
@@ -90,9 +98,47 @@ pub enum Op {
     },
     /// End lease `token` if its deadline passed by `at_ms`; the attempt
     /// counts as failed.
-    Expire { id: JobId, token: u32, at_ms: i64 },
+    Expire {
+        id: JobId,
+        token: u32,
+        at_ms: i64,
+    },
     /// Replay a dead job: waiting again from `at_ms` with a fresh retry budget.
-    Retry { id: JobId, at_ms: i64 },
+    Retry {
+        id: JobId,
+        at_ms: i64,
+    },
+    /// Create a schedule (`create`: refused if the id exists) or replace the
+    /// definition of an existing one (its history is kept).
+    PutSchedule {
+        schedule: Box<Schedule>,
+        create: bool,
+    },
+    /// Pause or resume a schedule. A resumed schedule fires next at its first
+    /// time after `at_ms`.
+    PauseSchedule {
+        namespace: String,
+        id: String,
+        paused: bool,
+        at_ms: i64,
+    },
+    DeleteSchedule {
+        namespace: String,
+        id: String,
+    },
+    /// Fire a schedule whose next firing is `expected_ms`: create `jobs` (one
+    /// per nominal time, prepared by the leader), count `dropped` late
+    /// firings as skipped, and move on to `next_ms`. Applied only if the
+    /// schedule still expects `expected_ms`, so a firing happens once.
+    Fire {
+        namespace: String,
+        id: String,
+        expected_ms: i64,
+        jobs: Vec<Job>,
+        dropped: u64,
+        next_ms: Option<i64>,
+        at_ms: i64,
+    },
 }
 
 /// Who a lease goes to.
@@ -134,4 +180,13 @@ pub enum OpResult {
     Stale { state: JobState, attempts: u32 },
     /// A replay of a job that is not dead: nothing changed.
     NotDead(JobState),
+    /// The schedule as stored after the op (deleted: as it was).
+    Schedule(Box<Schedule>),
+    /// A create found the id taken: the existing schedule, unchanged.
+    ScheduleExists(Box<Schedule>),
+    /// A firing was applied: how many jobs it created.
+    Fired { created: u32 },
+    /// A firing the schedule no longer expects (already fired, paused,
+    /// changed or deleted): nothing changed.
+    FireStale,
 }

@@ -81,6 +81,7 @@ fn new_job(n: u64, run_at_ms: i64, max_attempts: u32) -> Job {
         replay_base: 0,
         idempotency_key: None,
         idempotency_until_ms: 0,
+        schedule_id: None,
     }
 }
 
@@ -419,7 +420,7 @@ async fn the_listener_hears_each_changed_job_once_per_entry() {
     h.store.set_listener(
         0,
         Some(Arc::new(move |event| {
-            if let ShardEvent::Changed(jobs) = event {
+            if let ShardEvent::Changed { jobs, .. } = event {
                 sink.lock()
                     .expect("lock")
                     .extend(jobs.iter().map(|j| (j.id, j.state)));
@@ -493,4 +494,143 @@ async fn an_idempotency_key_returns_the_first_job_while_retained() {
             id: later_id
         }
     );
+}
+
+fn ticking(overlap: sundial_raft::schedule::Overlap) -> sundial_raft::schedule::Schedule {
+    use sundial_raft::schedule::{CatchUp, JobTemplate, Rule, Schedule};
+    Schedule {
+        namespace: "default".into(),
+        id: "tick".into(),
+        rule: Rule::Every { interval_ms: 1_000 },
+        template: JobTemplate {
+            queue: "q".into(),
+            payload: vec![],
+            headers: Default::default(),
+            priority: 0,
+            retry: RetryPolicy::default(),
+            timeout_ms: 500,
+        },
+        catch_up: CatchUp::One,
+        overlap,
+        jitter_ms: 0,
+        paused: false,
+        next_fire_ms: Some(1_000),
+        last_fire_ms: None,
+        last_job: None,
+        buffered: None,
+        fired: 0,
+        skipped: 0,
+        created_at_ms: 0,
+        updated_at_ms: 0,
+    }
+}
+
+fn fire(expected_ms: i64, job: Job) -> Op {
+    Op::Fire {
+        namespace: "default".into(),
+        id: "tick".into(),
+        expected_ms,
+        jobs: vec![job],
+        dropped: 0,
+        next_ms: Some(expected_ms + 1_000),
+        at_ms: expected_ms,
+    }
+}
+
+fn scheduled_job(n: u64, at: i64) -> Job {
+    let mut job = new_job(n, at, 3);
+    job.schedule_id = Some("tick".into());
+    job
+}
+
+#[tokio::test]
+async fn a_firing_applies_once_and_a_buffered_firing_waits_for_the_previous_job() {
+    use sundial_raft::schedule::Overlap;
+    let mut h = Harness::new();
+    h.apply(Op::PutSchedule {
+        schedule: Box::new(ticking(Overlap::BufferOne)),
+        create: true,
+    })
+    .await;
+    assert_eq!(
+        h.store.scan_fires(0).expect("fires"),
+        vec![(1_000, "default".into(), "tick".into())]
+    );
+
+    let first = scheduled_job(20, 1_000);
+    let first_id = first.id;
+    assert_eq!(h.apply(fire(1_000, first)).await, OpResult::Fired { created: 1 });
+    // The same firing proposed again (a retry, a new leader) creates nothing.
+    assert_eq!(
+        h.apply(fire(1_000, scheduled_job(21, 1_000))).await,
+        OpResult::FireStale
+    );
+    assert!(h
+        .store
+        .get_job(&JobId::new(0, 1_000, 21))
+        .expect("read")
+        .is_none());
+
+    // The next firing comes while the first job has not finished: buffered.
+    let second = scheduled_job(22, 2_000);
+    let second_id = second.id;
+    assert_eq!(h.apply(fire(2_000, second)).await, OpResult::Fired { created: 0 });
+    assert!(h.store.get_job(&second_id).expect("read").is_none());
+    // A third one meanwhile is skipped: only one waits.
+    assert_eq!(
+        h.apply(fire(3_000, scheduled_job(23, 3_000))).await,
+        OpResult::Fired { created: 0 }
+    );
+
+    leased(
+        h.apply(Op::Lease {
+            ids: vec![first_id],
+            holder: holder(1),
+            at_ms: 3_100,
+        })
+        .await,
+    );
+    updated(
+        h.apply(Op::Complete {
+            id: first_id,
+            token: 1,
+            result: vec![],
+            at_ms: 3_200,
+        })
+        .await,
+    );
+    let released = h.job(&second_id);
+    assert_eq!((released.state, released.run_at_ms), (JobState::Ready, 3_200));
+    let schedule = h
+        .store
+        .get_schedule(0, "default", "tick")
+        .expect("read")
+        .expect("schedule");
+    assert_eq!((schedule.fired, schedule.skipped), (2, 1));
+    assert_eq!(schedule.last_job, Some(second_id));
+    assert_eq!(schedule.next_fire_ms, Some(4_000));
+
+    // Paused schedules leave the fire index; deleted ones are gone.
+    h.apply(Op::PauseSchedule {
+        namespace: "default".into(),
+        id: "tick".into(),
+        paused: true,
+        at_ms: 3_300,
+    })
+    .await;
+    assert!(h.store.scan_fires(0).expect("fires").is_empty());
+    assert_eq!(
+        h.apply(fire(4_000, scheduled_job(24, 4_000))).await,
+        OpResult::FireStale
+    );
+    h.apply(Op::DeleteSchedule {
+        namespace: "default".into(),
+        id: "tick".into(),
+    })
+    .await;
+    assert!(h
+        .store
+        .get_schedule(0, "default", "tick")
+        .expect("read")
+        .is_none());
 }

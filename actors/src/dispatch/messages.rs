@@ -37,6 +37,8 @@ pub enum DispatchMsg {
         until_ms: i64,
         full: bool,
         leases: Option<Vec<LeaseEntry>>,
+        /// Every active schedule: (next firing, namespace, id).
+        schedules: Option<Vec<(i64, String, String)>>,
     },
     /// Reading the indexes failed; try again.
     LoadFailed { epoch: u64, error: String },
@@ -48,6 +50,8 @@ pub enum DispatchMsg {
     LeaseWritten { picked: Vec<JobId> },
     /// An expiry write failed.
     ExpiryFailed(JobId),
+    /// A schedule's firing ended without a change (failed or nothing due).
+    FireDone { namespace: String, id: String },
     /// Time to look at timers, leases and parked requests.
     Tick,
 }

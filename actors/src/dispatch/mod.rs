@@ -16,10 +16,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use sundial_raft::schedule::Schedule;
 use sundial_raft::store::events::ShardEvent;
 use sundial_raft::store::NodeStore;
 use sundial_raft::types::{LeaseHolder, Op, OpResult};
-use sundial_raft::{Job, JobId, NodeId, Raft, ShardId};
+use sundial_raft::{Job, JobId, JobState, NodeId, Raft, ShardId};
 use tokio::task::JoinHandle;
 
 pub use messages::{DispatchMsg, LeaseReply, LeaseRequest};
@@ -137,6 +138,7 @@ impl Actor for Dispatcher {
                 until_ms,
                 full,
                 leases,
+                schedules,
             } => {
                 if epoch != s.epoch {
                     return Ok(());
@@ -145,6 +147,9 @@ impl Actor for Dispatcher {
                 s.state.load_timers(timers, until_ms, full);
                 if let Some(leases) = leases {
                     s.state.load_leases(leases);
+                }
+                if let Some(schedules) = schedules {
+                    s.state.load_schedules(schedules);
                 }
                 if !s.loaded {
                     s.loaded = true;
@@ -182,6 +187,7 @@ impl Actor for Dispatcher {
             DispatchMsg::Lease(request, reply) => on_lease(&myself, s, request, reply),
             DispatchMsg::LeaseWritten { picked } => s.state.lease_written(&picked),
             DispatchMsg::ExpiryFailed(id) => s.state.expiry_failed(&id),
+            DispatchMsg::FireDone { namespace, id } => s.state.fire_done(&namespace, &id),
             DispatchMsg::Tick => s.armed = None,
         }
         process(&myself, s);
@@ -301,20 +307,21 @@ fn start_load(myself: &ActorRef<DispatchMsg>, s: &mut DispatcherState, first: bo
     tokio::task::spawn_blocking(move || {
         let read = || -> Result<_, sundial_raft::store::StoreError> {
             let timers = store.scan_timers(shard, after, until_ms, room)?;
-            let leases = if first {
-                Some(store.scan_leases(shard)?)
+            let (leases, schedules) = if first {
+                (Some(store.scan_leases(shard)?), Some(store.scan_fires(shard)?))
             } else {
-                None
+                (None, None)
             };
-            Ok((timers, leases))
+            Ok((timers, leases, schedules))
         };
         let msg = match read() {
-            Ok((timers, leases)) => DispatchMsg::Loaded {
+            Ok((timers, leases, schedules)) => DispatchMsg::Loaded {
                 epoch,
                 full: timers.len() >= room,
                 timers,
                 until_ms,
                 leases,
+                schedules,
             },
             Err(e) => DispatchMsg::LoadFailed {
                 epoch,
@@ -327,7 +334,10 @@ fn start_load(myself: &ActorRef<DispatchMsg>, s: &mut DispatcherState, first: bo
 
 fn on_event(myself: &ActorRef<DispatchMsg>, s: &mut DispatcherState, event: ShardEvent) {
     match event {
-        ShardEvent::Changed(jobs) => s.state.on_changed(jobs),
+        ShardEvent::Changed { jobs, schedules } => {
+            s.state.on_changed(jobs);
+            s.state.on_schedules(schedules);
+        }
         ShardEvent::Reset => restart_epoch(myself, s),
     }
 }
@@ -429,6 +439,9 @@ fn process(myself: &ActorRef<DispatchMsg>, s: &mut DispatcherState) {
             }
         });
     }
+    for (namespace, id) in s.state.due_schedules(now) {
+        fire_schedule(myself, s.shard, s.store.clone(), namespace, id);
+    }
     let refill_at = s.state.horizon().map(|h| h.0.saturating_sub(WINDOW_MS / 2));
     if !s.loading && s.state.room() > 0 && refill_at.is_some_and(|at| at <= now) {
         start_load(myself, s, false);
@@ -444,6 +457,105 @@ fn process(myself: &ActorRef<DispatchMsg>, s: &mut DispatcherState) {
             let delay = Duration::from_millis(next.saturating_sub(now).max(0) as u64);
             myself.send_after(delay, || DispatchMsg::Tick);
         }
+    }
+}
+
+/// Fires one due schedule through Raft: reads it, works out its firings
+/// under the catch-up policy, prepares one job per firing, and proposes
+/// `Op::Fire`. The state machine applies it only if the schedule still
+/// expects that firing, so a duplicate proposal creates nothing.
+fn fire_schedule(
+    myself: &ActorRef<DispatchMsg>,
+    shard: ShardId,
+    store: Arc<NodeStore>,
+    namespace: String,
+    id: String,
+) {
+    let myself = myself.clone();
+    // Ends with the write; the actor hears back through the applied change,
+    // or through `FireDone` when nothing changed.
+    tokio::spawn(async move {
+        let now = now_ms();
+        let outcome = async {
+            let Some(schedule) = store
+                .get_schedule(shard, &namespace, &id)
+                .map_err(|e| e.to_string())?
+            else {
+                return Ok(false);
+            };
+            let Some(firing) = schedule.due(now).map_err(|e| e.to_string())? else {
+                return Ok(false);
+            };
+            let jobs = firing
+                .fire
+                .iter()
+                .map(|nominal| schedule_job(&schedule, shard, *nominal, now))
+                .collect();
+            let op = Op::Fire {
+                namespace: namespace.clone(),
+                id: id.clone(),
+                expected_ms: firing.expected_ms,
+                jobs,
+                dropped: firing.dropped,
+                next_ms: firing.next_ms,
+                at_ms: now,
+            };
+            match ShardHandle::new(shard).write(op, WRITE_TIMEOUT).await {
+                Ok(OpResult::Fired { .. }) => Ok(true),
+                Ok(_) => Ok(false),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+        .await;
+        let changed = match outcome {
+            Ok(changed) => changed,
+            Err(error) => {
+                tracing::warn!(shard, %namespace, schedule = %id, %error, "schedule firing not written yet");
+                false
+            }
+        };
+        if !changed {
+            // Look again a little later, not in a tight loop.
+            myself.send_after(Duration::from_millis(500), move || DispatchMsg::FireDone {
+                namespace,
+                id,
+            });
+        }
+    });
+}
+
+/// The job a schedule's firing at `nominal_ms` creates.
+fn schedule_job(schedule: &Schedule, shard: ShardId, nominal_ms: i64, now_ms: i64) -> Job {
+    let run_at_ms = schedule.job_run_at(nominal_ms);
+    let t = &schedule.template;
+    let mut headers = t.headers.clone();
+    headers.insert("sundial-schedule".into(), schedule.id.clone());
+    headers.insert("sundial-fire-ms".into(), nominal_ms.to_string());
+    Job {
+        id: JobId::new(shard, now_ms.max(0) as u64, rand::random()),
+        namespace: schedule.namespace.clone(),
+        queue: t.queue.clone(),
+        payload: t.payload.clone(),
+        headers,
+        run_at_ms,
+        priority: t.priority,
+        state: if run_at_ms <= now_ms {
+            JobState::Ready
+        } else {
+            JobState::Scheduled
+        },
+        attempts: 0,
+        created_at_ms: now_ms,
+        updated_at_ms: now_ms,
+        retry: t.retry,
+        timeout_ms: t.timeout_ms,
+        lease: None,
+        result: None,
+        last_error: None,
+        replay_base: 0,
+        idempotency_key: None,
+        idempotency_until_ms: 0,
+        schedule_id: Some(schedule.id.clone()),
     }
 }
 

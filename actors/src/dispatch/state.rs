@@ -10,7 +10,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
-use sundial_raft::store::events::{JobSummary, TimerInfo};
+use sundial_raft::store::events::{JobSummary, ScheduleSummary, TimerInfo};
 use sundial_raft::store::{LeaseEntry, TimerEntry};
 use sundial_raft::{JobId, JobState};
 
@@ -53,6 +53,11 @@ pub struct DispatchState<R> {
     /// Leases whose expiry is being written.
     expiring: HashSet<JobId>,
     parked: VecDeque<Parked<R>>,
+    /// Active schedules by next firing, and each one's next firing.
+    schedules: BTreeSet<(i64, String, String)>,
+    schedule_at: HashMap<(String, String), i64>,
+    /// Schedules whose firing is being written.
+    firing: HashSet<(String, String)>,
 }
 
 impl<R> DispatchState<R> {
@@ -68,6 +73,56 @@ impl<R> DispatchState<R> {
             lease_of: HashMap::new(),
             expiring: HashSet::new(),
             parked: VecDeque::new(),
+            schedules: BTreeSet::new(),
+            schedule_at: HashMap::new(),
+            firing: HashSet::new(),
+        }
+    }
+
+    /// Every active schedule of the shard: (next firing, namespace, id).
+    pub fn load_schedules(&mut self, schedules: Vec<(i64, String, String)>) {
+        for (at, namespace, id) in schedules {
+            self.set_schedule(namespace, id, Some(at));
+        }
+    }
+
+    pub fn on_schedules(&mut self, changed: Vec<ScheduleSummary>) {
+        for s in changed {
+            self.firing.remove(&(s.namespace.clone(), s.id.clone()));
+            self.set_schedule(s.namespace, s.id, s.next_fire_ms);
+        }
+    }
+
+    /// Schedules due at `now_ms` that are not being fired yet; they are
+    /// marked as being fired until [`Self::fire_done`] or a change comes.
+    pub fn due_schedules(&mut self, now_ms: i64) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (at, namespace, id) in &self.schedules {
+            if *at > now_ms {
+                break;
+            }
+            let key = (namespace.clone(), id.clone());
+            if self.firing.insert(key.clone()) {
+                out.push(key);
+            }
+        }
+        out
+    }
+
+    /// A firing write ended without a change coming back (failed, or found
+    /// nothing to do): the schedule may be looked at again.
+    pub fn fire_done(&mut self, namespace: &str, id: &str) {
+        self.firing.remove(&(namespace.to_string(), id.to_string()));
+    }
+
+    fn set_schedule(&mut self, namespace: String, id: String, next: Option<i64>) {
+        let key = (namespace, id);
+        if let Some(old) = self.schedule_at.remove(&key) {
+            self.schedules.remove(&(old, key.0.clone(), key.1.clone()));
+        }
+        if let Some(at) = next {
+            self.schedules.insert((at, key.0.clone(), key.1.clone()));
+            self.schedule_at.insert(key, at);
         }
     }
 
@@ -251,7 +306,12 @@ impl<R> DispatchState<R> {
             .find(|(_, id)| !self.expiring.contains(id))
             .map(|(d, _)| *d);
         let parked = self.parked.iter().map(|p| p.until_ms).min();
-        [timer, lease, parked].into_iter().flatten().min()
+        let schedule = self
+            .schedules
+            .iter()
+            .find(|(_, ns, id)| !self.firing.contains(&(ns.clone(), id.clone())))
+            .map(|(at, _, _)| *at);
+        [timer, lease, parked, schedule].into_iter().flatten().min()
     }
 
     fn insert_waiting(&mut self, key: TimeKey, info: TimerInfo) {
@@ -477,6 +537,34 @@ mod tests {
         let out = s.timed_out(200);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].reply, 2);
+    }
+
+    #[test]
+    fn schedules_fire_once_until_their_change_comes_back() {
+        let mut s: DispatchState<()> = DispatchState::new(100);
+        s.load_schedules(vec![
+            (100, "ns".into(), "a".into()),
+            (200, "ns".into(), "b".into()),
+        ]);
+        assert_eq!(s.next_wakeup(), Some(100));
+        assert!(s.due_schedules(99).is_empty());
+        assert_eq!(s.due_schedules(150), vec![("ns".to_string(), "a".to_string())]);
+        assert!(s.due_schedules(150).is_empty(), "already firing");
+        assert_eq!(s.next_wakeup(), Some(200));
+        s.on_schedules(vec![ScheduleSummary {
+            namespace: "ns".into(),
+            id: "a".into(),
+            next_fire_ms: Some(1_100),
+        }]);
+        assert_eq!(s.due_schedules(250), vec![("ns".to_string(), "b".to_string())]);
+        s.fire_done("ns", "b");
+        assert_eq!(s.due_schedules(250).len(), 1, "retried after a failed firing");
+        s.on_schedules(vec![ScheduleSummary {
+            namespace: "ns".into(),
+            id: "a".into(),
+            next_fire_ms: None,
+        }]);
+        assert!(s.due_schedules(5_000).is_empty(), "a is gone, b is still firing");
     }
 
     #[test]

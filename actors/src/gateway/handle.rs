@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use ractor::ActorRef;
 use sundial_raft::codec;
 use sundial_raft::network::RaftRegistry;
+use sundial_raft::schedule::Schedule;
 use sundial_raft::store::{JobFilter, NodeStore};
 use sundial_raft::types::{Op, OpResult};
 use sundial_raft::{Job, JobId, JobState, NodeId, ShardId};
@@ -221,6 +222,85 @@ impl GatewayHandle {
             }),
             other => Err(unexpected(other)),
         }
+    }
+
+    /// The shard a schedule lives on.
+    pub fn schedule_shard(&self, namespace: &str, id: &str) -> ShardId {
+        Schedule::shard_of(namespace, id, self.inner.layout.shard_count)
+    }
+
+    /// Writes a schedule operation and returns the schedule after it, and
+    /// whether a create created it (false: the id was taken; the existing
+    /// schedule is returned unchanged).
+    pub async fn schedule_op(
+        &self,
+        namespace: &str,
+        id: &str,
+        op: Op,
+        deadline: Instant,
+    ) -> Result<(Schedule, bool), Error> {
+        let request = GatewayRequest::Write {
+            shard: self.schedule_shard(namespace, id),
+            op,
+        };
+        match self.execute(request, deadline).await? {
+            GatewayReply::Written(OpResult::Schedule(s)) => Ok((*s, true)),
+            GatewayReply::Written(OpResult::ScheduleExists(s)) => Ok((*s, false)),
+            GatewayReply::Written(OpResult::NotFound) => Err(Error::ScheduleNotFound(id.to_string())),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn get_schedule(
+        &self,
+        namespace: &str,
+        id: &str,
+        deadline: Instant,
+    ) -> Result<Schedule, Error> {
+        let request = GatewayRequest::GetSchedule {
+            shard: self.schedule_shard(namespace, id),
+            namespace: namespace.to_string(),
+            id: id.to_string(),
+        };
+        match self.execute(request, deadline).await? {
+            GatewayReply::Schedule(Some(s)) => Ok(*s),
+            GatewayReply::Schedule(None) => Err(Error::ScheduleNotFound(id.to_string())),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Lists a namespace's schedules shard by shard, at most `limit`, after
+    /// the cursor `(shard, id)`; returns the page and the next cursor.
+    pub async fn list_schedules(
+        &self,
+        namespace: &str,
+        after: Option<(ShardId, String)>,
+        limit: u32,
+        deadline: Instant,
+    ) -> Result<(Vec<Schedule>, Option<(ShardId, String)>), Error> {
+        let first = after.as_ref().map(|(s, _)| *s).unwrap_or(0);
+        let mut out: Vec<Schedule> = Vec::new();
+        let mut cursor = after;
+        for shard in first..self.inner.layout.shard_count {
+            let remaining = limit.saturating_sub(out.len() as u32);
+            let request = GatewayRequest::ListSchedules {
+                shard,
+                namespace: namespace.to_string(),
+                after: cursor.take().filter(|(s, _)| *s == shard).map(|(_, id)| id),
+                limit: remaining,
+            };
+            match self.execute(request, deadline).await? {
+                GatewayReply::Schedules(page, more) => {
+                    out.extend(page);
+                    if more || out.len() as u32 >= limit {
+                        let next = out.last().map(|s| (shard, s.id.clone()));
+                        return Ok((out, next));
+                    }
+                }
+                other => return Err(unexpected(other)),
+            }
+        }
+        Ok((out, None))
     }
 
     /// Registers a worker session on this node; notices for it arrive on the
@@ -499,6 +579,29 @@ impl GatewayHandle {
         };
         match request {
             GatewayRequest::Notice { .. } => Ok(GatewayReply::Noted),
+            GatewayRequest::GetSchedule { namespace, id, .. } => {
+                ensure_linearizable(&raft, shard, timeout).await?;
+                let found = self
+                    .inner
+                    .store
+                    .get_schedule(shard, &namespace, &id)
+                    .map_err(|e| ExecError::Internal(e.to_string()))?;
+                Ok(GatewayReply::Schedule(found.map(Box::new)))
+            }
+            GatewayRequest::ListSchedules {
+                namespace,
+                after,
+                limit,
+                ..
+            } => {
+                ensure_linearizable(&raft, shard, timeout).await?;
+                let (page, more) = self
+                    .inner
+                    .store
+                    .list_schedules(shard, &namespace, after.as_deref(), limit as usize)
+                    .map_err(|e| ExecError::Internal(e.to_string()))?;
+                Ok(GatewayReply::Schedules(page, more))
+            }
             GatewayRequest::Lease { request, .. } => {
                 let jobs = DispatchHandle::new(shard).lease(request, timeout).await?;
                 Ok(GatewayReply::Leased(jobs))

@@ -6,6 +6,7 @@
 use ractor::RpcReplyPort;
 use ractor_cluster::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
+use sundial_raft::schedule::Schedule;
 use sundial_raft::store::{JobFilter, JobPage};
 use sundial_raft::types::{Op, OpResult};
 use sundial_raft::{Job, JobId, ShardId};
@@ -43,6 +44,19 @@ pub enum GatewayRequest {
         after: Option<JobId>,
         limit: u32,
     },
+    /// Linearizable read of one schedule.
+    GetSchedule {
+        shard: ShardId,
+        namespace: String,
+        id: String,
+    },
+    /// Linearizable page of one shard's schedules in a namespace.
+    ListSchedules {
+        shard: ShardId,
+        namespace: String,
+        after: Option<String>,
+        limit: u32,
+    },
     /// Lease ready jobs of one shard to a worker session (long poll).
     Lease { shard: ShardId, request: LeaseRequest },
     /// Tell a worker session on the receiving node that a job it holds was
@@ -61,7 +75,9 @@ impl GatewayRequest {
         match self {
             GatewayRequest::Write { shard, .. }
             | GatewayRequest::List { shard, .. }
-            | GatewayRequest::Lease { shard, .. } => *shard,
+            | GatewayRequest::Lease { shard, .. }
+            | GatewayRequest::GetSchedule { shard, .. }
+            | GatewayRequest::ListSchedules { shard, .. } => *shard,
             GatewayRequest::Get { id } => id.shard(),
             GatewayRequest::Notice {
                 notice: WorkerNotice::Cancelled(id),
@@ -78,6 +94,9 @@ pub enum GatewayReply {
     Job(Option<Box<Job>>),
     Page(JobPage),
     Leased(Vec<Job>),
+    Schedule(Option<Box<Schedule>>),
+    /// One shard's page, and whether it has more.
+    Schedules(Vec<Schedule>, bool),
     /// A notice was delivered (or its session is gone).
     Noted,
 }

@@ -40,15 +40,20 @@ impl JobApi {
     }
 
     fn deadline<T>(&self, request: &Request<T>) -> Instant {
-        let asked = request
-            .metadata()
-            .get("grpc-timeout")
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_grpc_timeout);
-        // Leave a little of the client's budget for the answer to travel.
-        let budget = self.cfg.request_timeout(asked);
-        Instant::now() + budget.saturating_sub(budget / 20)
+        deadline(&self.cfg, request)
     }
+}
+
+/// The deadline of a request: what the client asked for (within the
+/// configured limit), less a little for the answer to travel.
+pub fn deadline<T>(cfg: &NodeConfig, request: &Request<T>) -> Instant {
+    let asked = request
+        .metadata()
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_grpc_timeout);
+    let budget = cfg.request_timeout(asked);
+    Instant::now() + budget.saturating_sub(budget / 20)
 }
 
 pub fn now_ms() -> i64 {
@@ -187,8 +192,57 @@ pub fn job_to_proto(job: Job) -> pb::Job {
     }
 }
 
+/// A list's page size: default when 0, checked against the limit.
+pub fn page_size(given: u32) -> Result<u32, Status> {
+    match given {
+        0 => Ok(DEFAULT_PAGE_SIZE),
+        n if n > MAX_PAGE_SIZE => Err(invalid(
+            "page_size",
+            format!("{n} is over the limit of {MAX_PAGE_SIZE}"),
+        )),
+        n => Ok(n),
+    }
+}
+
+/// Checks the count and sizes of a job's headers.
+pub fn check_headers(headers: &std::collections::HashMap<String, String>) -> Result<(), Status> {
+    if headers.len() > MAX_HEADERS {
+        return Err(invalid(
+            "headers",
+            format!("{} headers, at most {MAX_HEADERS}", headers.len()),
+        ));
+    }
+    for (key, value) in headers {
+        if key.is_empty() || key.len() > MAX_HEADER_KEY_BYTES {
+            return Err(invalid(
+                "headers",
+                format!("key {key:?} must be 1..={MAX_HEADER_KEY_BYTES} bytes"),
+            ));
+        }
+        if value.len() > MAX_HEADER_VALUE_BYTES {
+            return Err(invalid(
+                "headers",
+                format!("value of {key:?} is over {MAX_HEADER_VALUE_BYTES} bytes"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A lease timeout from a request: default when 0, checked against the limit.
+pub fn timeout_ms(given: u64) -> Result<u64, Status> {
+    match given {
+        0 => Ok(DEFAULT_TIMEOUT_MS),
+        n if n > MAX_TIMEOUT_MS => Err(invalid(
+            "timeout_ms",
+            format!("{n} ms is over the limit of {MAX_TIMEOUT_MS} ms (24 h)"),
+        )),
+        n => Ok(n),
+    }
+}
+
 /// Fills a retry policy's unset fields with defaults and checks it.
-fn retry_policy(given: Option<pb::RetryPolicy>) -> Result<RetryPolicy, Status> {
+pub fn retry_policy(given: Option<pb::RetryPolicy>) -> Result<RetryPolicy, Status> {
     let defaults = RetryPolicy::default();
     let Some(given) = given else {
         return Ok(defaults);
@@ -246,26 +300,7 @@ impl JobApi {
                 format!("is {} bytes, the limit is {limit} bytes", req.payload.len()),
             ));
         }
-        if req.headers.len() > MAX_HEADERS {
-            return Err(invalid(
-                "headers",
-                format!("{} headers, at most {MAX_HEADERS}", req.headers.len()),
-            ));
-        }
-        for (key, value) in &req.headers {
-            if key.is_empty() || key.len() > MAX_HEADER_KEY_BYTES {
-                return Err(invalid(
-                    "headers",
-                    format!("key {key:?} must be 1..={MAX_HEADER_KEY_BYTES} bytes"),
-                ));
-            }
-            if value.len() > MAX_HEADER_VALUE_BYTES {
-                return Err(invalid(
-                    "headers",
-                    format!("value of {key:?} is over {MAX_HEADER_VALUE_BYTES} bytes"),
-                ));
-            }
-        }
+        check_headers(&req.headers)?;
         if req.run_at_ms != 0 && req.delay_ms != 0 {
             return Err(invalid("run_at_ms", "set either run_at_ms or delay_ms, not both"));
         }
@@ -282,16 +317,7 @@ impl JobApi {
             (at, _) => at,
         };
         let retry = retry_policy(req.retry)?;
-        let timeout_ms = match req.timeout_ms {
-            0 => DEFAULT_TIMEOUT_MS,
-            n if n > MAX_TIMEOUT_MS => {
-                return Err(invalid(
-                    "timeout_ms",
-                    format!("{n} ms is over the limit of {MAX_TIMEOUT_MS} ms (24 h)"),
-                ))
-            }
-            n => n,
-        };
+        let timeout_ms = timeout_ms(req.timeout_ms)?;
         let idempotency_key = match req.idempotency_key.as_str() {
             "" => None,
             key if key.len() > MAX_IDEMPOTENCY_KEY_BYTES => {
@@ -336,6 +362,7 @@ impl JobApi {
                 0
             },
             idempotency_key,
+            schedule_id: None,
         })
     }
 }
@@ -422,16 +449,7 @@ impl JobService for JobApi {
             Some(req.queue)
         };
         let state = state_from_proto(req.state)?;
-        let page_size = match req.page_size {
-            0 => DEFAULT_PAGE_SIZE,
-            n if n > MAX_PAGE_SIZE => {
-                return Err(invalid(
-                    "page_size",
-                    format!("{n} is over the limit of {MAX_PAGE_SIZE}"),
-                ))
-            }
-            n => n,
-        };
+        let page_size = page_size(req.page_size)?;
         let after = if req.page_token.is_empty() {
             None
         } else {

@@ -3,6 +3,7 @@
 
 mod cluster;
 mod jobs;
+mod schedules;
 mod status;
 mod workers;
 
@@ -16,6 +17,7 @@ use sundial_actors::GatewayHandle;
 use sundial_proto::v1::cluster_service_server::ClusterServiceServer;
 use sundial_proto::v1::job_service_server::JobServiceServer;
 use sundial_proto::v1::raft_service_server::RaftServiceServer;
+use sundial_proto::v1::schedule_service_server::ScheduleServiceServer;
 use sundial_proto::v1::worker_service_server::WorkerServiceServer;
 use sundial_raft::network::{PeerClients, RaftRegistry, RaftServer, MAX_RAFT_MESSAGE_BYTES};
 use sundial_raft::store::NodeStore;
@@ -109,6 +111,10 @@ impl Node {
             .max_decoding_message_size(max_message)
             .max_encoding_message_size(64 << 20);
         let cluster_service = ClusterServiceServer::new(cluster::ClusterApi::new(gateway.clone()));
+        let schedule_service =
+            ScheduleServiceServer::new(schedules::ScheduleApi::new(cfg.clone(), gateway.clone()))
+                .max_decoding_message_size(max_message)
+                .max_encoding_message_size(64 << 20);
         let worker_service = WorkerServiceServer::new(workers::WorkerApi::new(
             gateway.clone(),
             cfg.limits.max_payload_bytes,
@@ -122,6 +128,7 @@ impl Node {
             .add_service(job_service)
             .add_service(cluster_service)
             .add_service(worker_service)
+            .add_service(schedule_service)
             .serve_with_incoming_shutdown(
                 accepted_without_nagle(client_listener),
                 wait_for(shutdown_rx.clone()),

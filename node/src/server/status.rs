@@ -6,6 +6,7 @@ use tonic::Status;
 pub fn from_gateway(e: Error) -> Status {
     match e {
         Error::JobNotFound(id) => Status::not_found(format!("job {id} not found")),
+        Error::ScheduleNotFound(id) => Status::not_found(format!("schedule {id} not found")),
         Error::AlreadyFinished { id, state } => {
             Status::failed_precondition(format!("job {id} already finished as {state}"))
         }

@@ -52,10 +52,23 @@ impl JobSummary {
     }
 }
 
+/// A schedule as the dispatcher needs to see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScheduleSummary {
+    pub namespace: String,
+    pub id: String,
+    /// When it fires next; `None` when it does not (paused, deleted, done).
+    pub next_fire_ms: Option<i64>,
+}
+
 #[derive(Clone, Debug)]
 pub enum ShardEvent {
-    /// These jobs changed; each summary is the job's state after the change.
-    Changed(Vec<JobSummary>),
+    /// These jobs and schedules changed; each summary is the state after the
+    /// change.
+    Changed {
+        jobs: Vec<JobSummary>,
+        schedules: Vec<ScheduleSummary>,
+    },
     /// The shard's state was replaced (snapshot installed): reload everything.
     Reset,
 }

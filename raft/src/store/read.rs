@@ -8,9 +8,10 @@ use super::{cf, NodeStore, StoreError};
 use crate::codec;
 use crate::job::{Job, JobId, JobState, ShardId};
 use crate::keys::{
-    job_key, key_time, namespace_prefix, prefix_end, queue_prefix, sm_key, time_key, trailing_id, with_id,
-    CF_SM, SM_LEASE, SM_TIME,
+    fire_key_parts, job_key, key_time, namespace_prefix, prefix_end, queue_prefix, schedule_key,
+    schedule_prefix, sm_key, time_key, trailing_id, with_id, CF_SM, SM_FIRE, SM_LEASE, SM_TIME,
 };
+use crate::schedule::Schedule;
 
 /// Which jobs a list wants.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,6 +100,64 @@ impl NodeStore {
             Ok(true)
         })?;
         Ok(out)
+    }
+
+    /// Every active schedule of a shard: (next fire, namespace, id).
+    pub fn scan_fires(&self, shard: ShardId) -> Result<Vec<(i64, String, String)>, StoreError> {
+        let prefix = sm_key(shard, SM_FIRE);
+        let mut out = Vec::new();
+        self.visit_index(&prefix, &prefix, |key, _| {
+            if let (Some(at), Some((ns, id))) = (key_time(key), fire_key_parts(key)) {
+                out.push((at, ns, id));
+            }
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    /// Reads a schedule from this node's replica of `shard`.
+    pub fn get_schedule(
+        &self,
+        shard: ShardId,
+        namespace: &str,
+        id: &str,
+    ) -> Result<Option<Schedule>, StoreError> {
+        let db = self.db();
+        match db.get_cf(cf(db, CF_SM), schedule_key(shard, namespace, id))? {
+            Some(bytes) => Ok(Some(codec::decode(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Up to `limit` schedules of a namespace on one shard, in id order,
+    /// after `after` when given; and whether more follow.
+    pub fn list_schedules(
+        &self,
+        shard: ShardId,
+        namespace: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<Schedule>, bool), StoreError> {
+        let prefix = schedule_prefix(shard, namespace);
+        let start = match after {
+            Some(id) => {
+                let mut k = schedule_key(shard, namespace, id);
+                k.push(0);
+                k
+            }
+            None => prefix.clone(),
+        };
+        let mut out = Vec::new();
+        let mut more = false;
+        self.visit_index(&prefix, &start, |_, value| {
+            if out.len() == limit {
+                more = true;
+                return Ok(false);
+            }
+            out.push(codec::decode(value)?);
+            Ok(true)
+        })?;
+        Ok((out, more))
     }
 
     /// Every leased job of a shard, earliest deadline first.

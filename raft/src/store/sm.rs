@@ -10,14 +10,15 @@ use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, StorageIOError};
 use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch, DB};
 use serde::{Deserialize, Serialize};
 
-use super::events::{JobSummary, Listeners, ShardEvent, TimerInfo};
+use super::events::{JobSummary, Listeners, ScheduleSummary, ShardEvent, TimerInfo};
 use super::{cf, WalSyncer};
 use crate::codec;
 use crate::job::{Job, JobId, JobState, Lease, ShardId};
 use crate::keys::{
-    idempotency_key, job_key, lease_key, namespace_prefix, queue_prefix, shard_end, shard_start, sm_key,
-    time_key, with_id, CF_SM, SM_APPLIED, SM_MEMBERSHIP,
+    fire_key, idempotency_key, job_key, lease_key, namespace_prefix, queue_prefix, schedule_key, shard_end,
+    shard_start, sm_key, time_key, with_id, CF_SM, SM_APPLIED, SM_MEMBERSHIP,
 };
+use crate::schedule::{Overlap, Schedule};
 use crate::types::{
     Entry, LeaseHolder, LogId, Op, OpResult, Response, Snapshot, SnapshotMeta, StorageError,
     StoredMembership, TypeConfig,
@@ -32,6 +33,15 @@ pub struct StateMachine {
     shard: ShardId,
     snapshot_dir: PathBuf,
     listeners: Arc<Listeners>,
+}
+
+/// What one `apply` call changed so far, newest state first: later ops of
+/// the same call read it before RocksDB (their writes are still in the batch).
+#[derive(Default)]
+struct Pending {
+    jobs: HashMap<JobId, Job>,
+    /// By (namespace, id); `None` once deleted.
+    schedules: HashMap<(String, String), Option<Schedule>>,
 }
 
 /// What a snapshot file holds: the meta and every `sm` key of the shard with
@@ -109,8 +119,8 @@ impl StateMachine {
         Ok((applied, membership))
     }
 
-    fn load_job(&self, id: &JobId, pending: &HashMap<JobId, Job>) -> Result<Option<Job>, StorageError> {
-        if let Some(job) = pending.get(id) {
+    fn load_job(&self, id: &JobId, pending: &Pending) -> Result<Option<Job>, StorageError> {
+        if let Some(job) = pending.jobs.get(id) {
             return Ok(Some(job.clone()));
         }
         match self
@@ -172,7 +182,7 @@ impl StateMachine {
         &self,
         op: Op,
         batch: &mut WriteBatch,
-        pending: &mut HashMap<JobId, Job>,
+        pending: &mut Pending,
     ) -> Result<OpResult, StorageError> {
         match op {
             Op::Submit(job) => {
@@ -196,7 +206,7 @@ impl StateMachine {
                 }
                 let id = job.id;
                 self.put_job(batch, None, &job)?;
-                pending.insert(job.id, *job);
+                pending.jobs.insert(job.id, *job);
                 Ok(OpResult::Submitted { created: true, id })
             }
             Op::Cancel { id, at_ms } => {
@@ -275,6 +285,107 @@ impl StateMachine {
                     )
                 })
             }
+            Op::PutSchedule { schedule, create } => {
+                let old = self.load_schedule(&schedule.namespace, &schedule.id, pending)?;
+                let stored = match (old, create) {
+                    (Some(old), true) => return Ok(OpResult::ScheduleExists(Box::new(old))),
+                    (None, false) => return Ok(OpResult::NotFound),
+                    (None, true) => *schedule,
+                    (Some(old), false) => Schedule {
+                        paused: old.paused,
+                        last_fire_ms: old.last_fire_ms,
+                        last_job: old.last_job,
+                        buffered: old.buffered.clone(),
+                        fired: old.fired,
+                        skipped: old.skipped,
+                        created_at_ms: old.created_at_ms,
+                        ..*schedule
+                    },
+                };
+                self.store_schedule(batch, pending, stored.clone())?;
+                Ok(OpResult::Schedule(Box::new(stored)))
+            }
+            Op::PauseSchedule {
+                namespace,
+                id,
+                paused,
+                at_ms,
+            } => {
+                let Some(mut schedule) = self.load_schedule(&namespace, &id, pending)? else {
+                    return Ok(OpResult::NotFound);
+                };
+                if schedule.paused != paused {
+                    schedule.paused = paused;
+                    schedule.updated_at_ms = at_ms;
+                    if !paused {
+                        // Resumed: what fell due while paused is skipped.
+                        let anchor = schedule.anchor_ms();
+                        schedule.next_fire_ms = schedule.rule.next_after(at_ms, anchor).unwrap_or(None);
+                    }
+                    self.store_schedule(batch, pending, schedule.clone())?;
+                }
+                Ok(OpResult::Schedule(Box::new(schedule)))
+            }
+            Op::DeleteSchedule { namespace, id } => {
+                let Some(schedule) = self.load_schedule(&namespace, &id, pending)? else {
+                    return Ok(OpResult::NotFound);
+                };
+                let sm = cf(&self.db, CF_SM);
+                batch.delete_cf(sm, schedule_key(self.shard, &namespace, &id));
+                if let Some(next) = schedule.next_fire_ms {
+                    batch.delete_cf(sm, fire_key(self.shard, next, &namespace, &id));
+                }
+                pending.schedules.insert((namespace, id), None);
+                Ok(OpResult::Schedule(Box::new(schedule)))
+            }
+            Op::Fire {
+                namespace,
+                id,
+                expected_ms,
+                jobs,
+                dropped,
+                next_ms,
+                at_ms,
+            } => {
+                let Some(mut schedule) = self.load_schedule(&namespace, &id, pending)? else {
+                    return Ok(OpResult::FireStale);
+                };
+                if schedule.paused || schedule.next_fire_ms != Some(expected_ms) {
+                    return Ok(OpResult::FireStale);
+                }
+                let previous_running = match schedule.last_job {
+                    Some(last) => self
+                        .load_job(&last, pending)?
+                        .is_some_and(|job| !job.state.is_terminal()),
+                    None => false,
+                };
+                let mut created = 0u32;
+                let mut skipped = dropped;
+                let mut jobs = jobs.into_iter();
+                if previous_running && schedule.overlap != Overlap::Allow {
+                    if schedule.overlap == Overlap::BufferOne && schedule.buffered.is_none() {
+                        schedule.buffered = jobs.next().map(Box::new);
+                    }
+                    skipped += jobs.count() as u64;
+                } else {
+                    for job in jobs {
+                        if self.load_job(&job.id, pending)?.is_some() {
+                            continue;
+                        }
+                        schedule.last_job = Some(job.id);
+                        self.put_job(batch, None, &job)?;
+                        pending.jobs.insert(job.id, job);
+                        created += 1;
+                    }
+                }
+                schedule.fired += u64::from(created);
+                schedule.skipped += skipped;
+                schedule.last_fire_ms = Some(expected_ms.max(schedule.last_fire_ms.unwrap_or(i64::MIN)));
+                schedule.next_fire_ms = next_ms;
+                schedule.updated_at_ms = at_ms;
+                self.store_schedule(batch, pending, schedule)?;
+                Ok(OpResult::Fired { created })
+            }
             Op::Retry { id, at_ms } => {
                 let Some(old) = self.load_job(&id, pending)? else {
                     return Ok(OpResult::NotFound);
@@ -299,7 +410,7 @@ impl StateMachine {
         &self,
         index: &[u8],
         at_ms: i64,
-        pending: &HashMap<JobId, Job>,
+        pending: &Pending,
     ) -> Result<Option<JobId>, StorageError> {
         let key_of = |job: &Job| {
             job.idempotency_key
@@ -307,6 +418,7 @@ impl StateMachine {
                 .map(|k| idempotency_key(self.shard, &job.namespace, k))
         };
         if let Some(job) = pending
+            .jobs
             .values()
             .find(|j| key_of(j).as_deref() == Some(index) && j.idempotency_until_ms > at_ms)
         {
@@ -330,7 +442,7 @@ impl StateMachine {
         id: JobId,
         token: u32,
         batch: &mut WriteBatch,
-        pending: &mut HashMap<JobId, Job>,
+        pending: &mut Pending,
         change: impl FnOnce(&mut Job),
     ) -> Result<OpResult, StorageError> {
         let Some(old) = self.load_job(&id, pending)? else {
@@ -352,12 +464,108 @@ impl StateMachine {
     fn store(
         &self,
         batch: &mut WriteBatch,
-        pending: &mut HashMap<JobId, Job>,
+        pending: &mut Pending,
         old: &Job,
         job: Job,
     ) -> Result<(), StorageError> {
         self.put_job(batch, Some(old), &job)?;
-        pending.insert(job.id, job);
+        let finished = job.state.is_terminal() && !old.state.is_terminal();
+        let (namespace, schedule_id, id, at_ms) = (
+            job.namespace.clone(),
+            job.schedule_id.clone(),
+            job.id,
+            job.updated_at_ms,
+        );
+        pending.jobs.insert(job.id, job);
+        if let (true, Some(schedule_id)) = (finished, schedule_id) {
+            self.release_buffered(batch, pending, &namespace, &schedule_id, id, at_ms)?;
+        }
+        Ok(())
+    }
+
+    /// The previous job of a schedule finished: the firing buffered behind
+    /// it (overlap `BufferOne`) gets its job now.
+    fn release_buffered(
+        &self,
+        batch: &mut WriteBatch,
+        pending: &mut Pending,
+        namespace: &str,
+        schedule_id: &str,
+        finished: JobId,
+        at_ms: i64,
+    ) -> Result<(), StorageError> {
+        let Some(mut schedule) = self.load_schedule(namespace, schedule_id, pending)? else {
+            return Ok(());
+        };
+        if schedule.last_job != Some(finished) {
+            return Ok(());
+        }
+        let Some(buffered) = schedule.buffered.take() else {
+            return Ok(());
+        };
+        let mut job = *buffered;
+        if job.run_at_ms <= at_ms {
+            job.run_at_ms = at_ms;
+            job.state = JobState::Ready;
+        }
+        job.updated_at_ms = at_ms;
+        schedule.last_job = Some(job.id);
+        schedule.fired += 1;
+        self.put_job(batch, None, &job)?;
+        pending.jobs.insert(job.id, job);
+        self.store_schedule(batch, pending, schedule)
+    }
+
+    fn load_schedule(
+        &self,
+        namespace: &str,
+        id: &str,
+        pending: &Pending,
+    ) -> Result<Option<Schedule>, StorageError> {
+        if let Some(s) = pending.schedules.get(&(namespace.to_string(), id.to_string())) {
+            return Ok(s.clone());
+        }
+        match self
+            .db
+            .get_cf(cf(&self.db, CF_SM), schedule_key(self.shard, namespace, id))
+            .map_err(sm_read_err)?
+        {
+            Some(bytes) => Ok(Some(codec::decode(&bytes).map_err(sm_read_err)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes a schedule and moves its fire index entry.
+    fn store_schedule(
+        &self,
+        batch: &mut WriteBatch,
+        pending: &mut Pending,
+        schedule: Schedule,
+    ) -> Result<(), StorageError> {
+        let sm = cf(&self.db, CF_SM);
+        let old = self.load_schedule(&schedule.namespace, &schedule.id, pending)?;
+        if let Some(next) = old
+            .as_ref()
+            .filter(|o| o.is_active())
+            .and_then(|o| o.next_fire_ms)
+        {
+            batch.delete_cf(sm, fire_key(self.shard, next, &schedule.namespace, &schedule.id));
+        }
+        if let (true, Some(next)) = (schedule.is_active(), schedule.next_fire_ms) {
+            batch.put_cf(
+                sm,
+                fire_key(self.shard, next, &schedule.namespace, &schedule.id),
+                [],
+            );
+        }
+        batch.put_cf(
+            sm,
+            schedule_key(self.shard, &schedule.namespace, &schedule.id),
+            codec::encode(&schedule).map_err(sm_write_err)?,
+        );
+        pending
+            .schedules
+            .insert((schedule.namespace.clone(), schedule.id.clone()), Some(schedule));
         Ok(())
     }
 }
@@ -412,7 +620,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let sm = cf(&self.db, CF_SM);
         let mut batch = WriteBatch::default();
-        let mut pending = HashMap::new();
+        let mut pending = Pending::default();
         let mut responses = Vec::new();
         let mut last = None;
         for entry in entries {
@@ -447,9 +655,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             // One write for all entries: data and applied id move together.
             self.db.write(batch).map_err(sm_write_err)?;
         }
-        if !pending.is_empty() {
-            self.listeners.emit(self.shard, || {
-                ShardEvent::Changed(pending.values().map(JobSummary::of).collect())
+        if !pending.jobs.is_empty() || !pending.schedules.is_empty() {
+            self.listeners.emit(self.shard, || ShardEvent::Changed {
+                jobs: pending.jobs.values().map(JobSummary::of).collect(),
+                schedules: pending
+                    .schedules
+                    .iter()
+                    .map(|((namespace, id), s)| ScheduleSummary {
+                        namespace: namespace.clone(),
+                        id: id.clone(),
+                        next_fire_ms: s.as_ref().filter(|s| s.is_active()).and_then(|s| s.next_fire_ms),
+                    })
+                    .collect(),
             });
         }
         Ok(responses)

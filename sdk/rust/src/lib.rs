@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use proto::cluster_service_client::ClusterServiceClient;
 use proto::job_service_client::JobServiceClient;
+use proto::schedule_service_client::ScheduleServiceClient;
 use proto::worker_service_client::WorkerServiceClient;
 pub use sundial_proto::v1 as proto;
 use tonic::transport::{Channel, Endpoint};
@@ -150,6 +151,7 @@ pub struct Client {
     jobs: JobServiceClient<Channel>,
     cluster: ClusterServiceClient<Channel>,
     workers: WorkerServiceClient<Channel>,
+    schedules: ScheduleServiceClient<Channel>,
     timeout: Duration,
 }
 
@@ -183,6 +185,9 @@ impl Client {
                 .max_encoding_message_size(64 << 20),
             cluster: ClusterServiceClient::new(channel.clone()),
             workers: WorkerServiceClient::new(channel.clone())
+                .max_decoding_message_size(64 << 20)
+                .max_encoding_message_size(64 << 20),
+            schedules: ScheduleServiceClient::new(channel.clone())
                 .max_decoding_message_size(64 << 20)
                 .max_encoding_message_size(64 << 20),
             channel,
@@ -303,10 +308,97 @@ impl Client {
         attempt_job(self.workers.fail_job(request).await?.into_inner())
     }
 
+    /// Creates a schedule; returns it and whether this call created it
+    /// (false: the id was taken and nothing changed).
+    pub async fn create_schedule(
+        &mut self,
+        spec: proto::ScheduleSpec,
+    ) -> Result<(proto::Schedule, bool), Error> {
+        let request = self.request(proto::CreateScheduleRequest { spec: Some(spec) });
+        let response = self.schedules.create_schedule(request).await?.into_inner();
+        Ok((schedule_of(response.schedule)?, response.created))
+    }
+
+    /// Replaces a schedule's definition.
+    pub async fn update_schedule(&mut self, spec: proto::ScheduleSpec) -> Result<proto::Schedule, Error> {
+        let request = self.request(proto::CreateScheduleRequest { spec: Some(spec) });
+        schedule_of(
+            self.schedules
+                .update_schedule(request)
+                .await?
+                .into_inner()
+                .schedule,
+        )
+    }
+
+    pub async fn get_schedule(&mut self, namespace: &str, id: &str) -> Result<proto::Schedule, Error> {
+        let request = self.request(schedule_ref(namespace, id));
+        schedule_of(self.schedules.get_schedule(request).await?.into_inner().schedule)
+    }
+
+    pub async fn list_schedules(
+        &mut self,
+        namespace: &str,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<proto::ListSchedulesResponse, Error> {
+        let request = self.request(proto::ListSchedulesRequest {
+            namespace: namespace.to_string(),
+            page_size,
+            page_token: page_token.to_string(),
+        });
+        Ok(self.schedules.list_schedules(request).await?.into_inner())
+    }
+
+    pub async fn pause_schedule(&mut self, namespace: &str, id: &str) -> Result<proto::Schedule, Error> {
+        let request = self.request(schedule_ref(namespace, id));
+        schedule_of(
+            self.schedules
+                .pause_schedule(request)
+                .await?
+                .into_inner()
+                .schedule,
+        )
+    }
+
+    pub async fn resume_schedule(&mut self, namespace: &str, id: &str) -> Result<proto::Schedule, Error> {
+        let request = self.request(schedule_ref(namespace, id));
+        schedule_of(
+            self.schedules
+                .resume_schedule(request)
+                .await?
+                .into_inner()
+                .schedule,
+        )
+    }
+
+    /// Deletes a schedule; returns it as it was.
+    pub async fn delete_schedule(&mut self, namespace: &str, id: &str) -> Result<proto::Schedule, Error> {
+        let request = self.request(schedule_ref(namespace, id));
+        schedule_of(
+            self.schedules
+                .delete_schedule(request)
+                .await?
+                .into_inner()
+                .schedule,
+        )
+    }
+
     pub async fn cluster_info(&mut self) -> Result<proto::GetClusterInfoResponse, Error> {
         let request = self.request(proto::GetClusterInfoRequest {});
         Ok(self.cluster.get_cluster_info(request).await?.into_inner())
     }
+}
+
+fn schedule_ref(namespace: &str, id: &str) -> proto::ScheduleRef {
+    proto::ScheduleRef {
+        namespace: namespace.to_string(),
+        id: id.to_string(),
+    }
+}
+
+fn schedule_of(schedule: Option<proto::Schedule>) -> Result<proto::Schedule, Error> {
+    schedule.ok_or_else(|| Error::Status(tonic::Status::internal("server sent no schedule")))
 }
 
 fn attempt_job(response: proto::AttemptResponse) -> Result<proto::Job, Error> {
