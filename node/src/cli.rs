@@ -286,6 +286,35 @@ pub enum BenchCommand {
     /// The same load as `submit`, as etcd v3 puts against an etcd cluster
     /// (--targets are etcd client URLs' host:port), for comparison.
     EtcdPut(LoadArgs),
+    /// Timer precision: jobs due over a span, lateness of their delivery.
+    Timers(TimerArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct TimerArgs {
+    /// Jobs in all.
+    #[arg(long, default_value_t = 100_000)]
+    pub jobs: u64,
+    /// The jobs' due times spread evenly over this span.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub span: std::time::Duration,
+    /// The first job is due this long after the bench starts.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub lead: std::time::Duration,
+    /// Worker streams, spread over the targets.
+    #[arg(long, default_value_t = 6)]
+    pub workers: u32,
+    /// Slots per worker.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: u32,
+    /// Concurrent submitting clients.
+    #[arg(long, default_value_t = 32)]
+    pub submitters: usize,
+    /// Nodes (default: --addr only), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub targets: Vec<String>,
+    #[arg(long, default_value = "timers")]
+    pub queue: String,
 }
 
 #[derive(Args, Debug)]

@@ -66,6 +66,19 @@ async fn run(cli: Cli) -> ExitCode {
             let (system, load) = match command {
                 BenchCommand::Submit(load) => (System::Sundial, load),
                 BenchCommand::EtcdPut(load) => (System::Etcd, load),
+                BenchCommand::Timers(t) => {
+                    let bench = sundial::bench_timers::TimerBench {
+                        jobs: t.jobs,
+                        span: t.span,
+                        lead: t.lead,
+                        workers: t.workers,
+                        concurrency: t.concurrency,
+                        submitters: t.submitters,
+                        targets: t.targets,
+                        queue: t.queue,
+                    };
+                    return finish(sundial::bench_timers::run(client, bench).await);
+                }
             };
             let bench = SubmitBench {
                 system,

@@ -88,7 +88,13 @@ fn ordered_i64(v: i64) -> u64 {
 }
 
 pub fn time_key(run_at_ms: i64, id: &JobId) -> Vec<u8> {
-    let mut k = sm_key(id.shard(), SM_TIME);
+    time_key_in(id.shard(), run_at_ms, id)
+}
+
+/// A time index key of `shard` for any id, also one that names no real job
+/// (a scan position such as "after every id at this time").
+pub fn time_key_in(shard: ShardId, run_at_ms: i64, id: &JobId) -> Vec<u8> {
+    let mut k = sm_key(shard, SM_TIME);
     k.extend_from_slice(&ordered_i64(run_at_ms).to_be_bytes());
     k.extend_from_slice(id.as_bytes());
     k

@@ -634,3 +634,32 @@ async fn a_firing_applies_once_and_a_buffered_firing_waits_for_the_previous_job(
         .expect("read")
         .is_none());
 }
+
+#[tokio::test]
+async fn the_time_index_pages_on_from_any_position_of_the_shard() {
+    let mut h = Harness::new();
+    for (n, at) in [(30u64, 100i64), (31, 200), (32, 200), (33, 300)] {
+        h.apply(Op::Submit(Box::new(new_job(n, at, 3)))).await;
+    }
+    let all = h.store.scan_timers(0, None, i64::MAX, 10).expect("scan");
+    assert_eq!(
+        all.iter().map(|t| t.run_at_ms).collect::<Vec<_>>(),
+        vec![100, 200, 200, 300]
+    );
+    // "After everything due at 100" is the largest id at 100: an id whose
+    // own shard prefix is not this shard's.
+    let after = h
+        .store
+        .scan_timers(0, Some((100, JobId([0xff; 16]))), i64::MAX, 10)
+        .expect("scan");
+    assert_eq!(
+        after.iter().map(|t| t.run_at_ms).collect::<Vec<_>>(),
+        vec![200, 200, 300]
+    );
+    let page = h
+        .store
+        .scan_timers(0, Some((200, all[1].id)), 250, 10)
+        .expect("scan");
+    assert_eq!(page.len(), 1, "after the first job at 200, up to 250");
+    assert_eq!(page[0].id, all[2].id);
+}

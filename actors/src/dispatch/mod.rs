@@ -296,6 +296,7 @@ fn restart_epoch(myself: &ActorRef<DispatchMsg>, s: &mut DispatcherState) {
 /// the actor's thread.
 fn start_load(myself: &ActorRef<DispatchMsg>, s: &mut DispatcherState, first: bool) {
     s.loading = true;
+    s.state.begin_load();
     let store = s.store.clone();
     let shard = s.shard;
     let epoch = s.epoch;

@@ -58,6 +58,12 @@ pub struct DispatchState<R> {
     schedule_at: HashMap<(String, String), i64>,
     /// Schedules whose firing is being written.
     firing: HashSet<(String, String)>,
+    /// While a page of the time index is being read: the latest change of
+    /// every job that changed past the horizon (or was seen here before),
+    /// replayed once the page is in. Without it, a job applied while the
+    /// read ran, behind the read's position but past the old horizon, would
+    /// be in neither.
+    during_load: Option<HashMap<JobId, JobSummary>>,
 }
 
 impl<R> DispatchState<R> {
@@ -76,7 +82,14 @@ impl<R> DispatchState<R> {
             schedules: BTreeSet::new(),
             schedule_at: HashMap::new(),
             firing: HashSet::new(),
+            during_load: None,
         }
+    }
+
+    /// A read of the time index after the current horizon starts now.
+    pub fn begin_load(&mut self) {
+        // A failed read's buffer carries over to its retry.
+        self.during_load.get_or_insert_with(HashMap::new);
     }
 
     /// Every active schedule of the shard: (next firing, namespace, id).
@@ -157,6 +170,9 @@ impl<R> DispatchState<R> {
         if self.horizon.is_none_or(|h| new_horizon > h) {
             self.horizon = Some(new_horizon);
         }
+        if let Some(changed) = self.during_load.take() {
+            self.on_changed(changed.into_values().collect());
+        }
     }
 
     pub fn load_leases(&mut self, leases: Vec<LeaseEntry>) {
@@ -168,6 +184,12 @@ impl<R> DispatchState<R> {
     /// Applies what the state machine reported.
     pub fn on_changed(&mut self, jobs: Vec<JobSummary>) {
         for job in jobs {
+            if let Some(buffer) = self.during_load.as_mut() {
+                let past_horizon = self.horizon.is_none_or(|h| (job.run_at_ms, job.id) > h);
+                if past_horizon || buffer.contains_key(&job.id) {
+                    buffer.insert(job.id, job.clone());
+                }
+            }
             self.forget_waiting(&job.id);
             self.inflight.remove(&job.id);
             self.clear_lease(&job.id);
@@ -565,6 +587,25 @@ mod tests {
             next_fire_ms: None,
         }]);
         assert!(s.due_schedules(5_000).is_empty(), "a is gone, b is still firing");
+    }
+
+    #[test]
+    fn a_job_applied_while_a_page_is_read_is_not_lost() {
+        let mut s: DispatchState<()> = DispatchState::new(100);
+        s.load_timers(vec![], 1_000, false);
+        // The read of (1000, 2000] starts; job 1 (due 1500) is applied after
+        // the read passed its key, so the page will not have it.
+        s.begin_load();
+        s.on_changed(vec![summary(1, JobState::Scheduled, 1_500, None)]);
+        // Job 2 is seen by the read, then leased before the page comes in.
+        s.on_changed(vec![summary(2, JobState::Leased, 1_600, Some((1, 9_000)))]);
+        s.load_timers(vec![entry(1_600, 2, "q", 0)], 2_000, false);
+        s.advance(2_000);
+        assert_eq!(
+            s.pick("ns", &queues(&["q"]), 10),
+            vec![JobId::new(0, 0, 1)],
+            "job 1 is held, job 2 stays leased"
+        );
     }
 
     #[test]

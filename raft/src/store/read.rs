@@ -9,7 +9,7 @@ use crate::codec;
 use crate::job::{Job, JobId, JobState, ShardId};
 use crate::keys::{
     fire_key_parts, job_key, key_time, namespace_prefix, prefix_end, queue_prefix, schedule_key,
-    schedule_prefix, sm_key, time_key, trailing_id, with_id, CF_SM, SM_FIRE, SM_LEASE, SM_TIME,
+    schedule_prefix, sm_key, time_key_in, trailing_id, with_id, CF_SM, SM_FIRE, SM_LEASE, SM_TIME,
 };
 use crate::schedule::Schedule;
 
@@ -78,7 +78,9 @@ impl NodeStore {
         let prefix = sm_key(shard, SM_TIME);
         let start = match after {
             Some((at, id)) => {
-                let mut k = time_key(at, &id);
+                // Not `time_key`: the position's id may name no job (and no
+                // shard), like the largest id closing a horizon.
+                let mut k = time_key_in(shard, at, &id);
                 k.push(0);
                 k
             }
