@@ -63,6 +63,13 @@ pub enum Command {
         #[command(flatten)]
         worker: WorkerArgs,
     },
+    /// Pause, resume and inspect queues.
+    Queue {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: QueueCommand,
+    },
     /// Create and manage recurring schedules.
     Schedule {
         #[command(flatten)]
@@ -167,6 +174,23 @@ pub enum JobCommand {
         #[arg(long)]
         local: bool,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum QueueCommand {
+    /// No new leases of the queue's jobs until resumed (jobs keep arriving).
+    Pause(QueueArgs),
+    Resume(QueueArgs),
+    /// Jobs of the queue by state.
+    Stats(QueueArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct QueueArgs {
+    #[arg(long)]
+    pub queue: String,
+    #[arg(long, default_value = "")]
+    pub namespace: String,
 }
 
 #[derive(Subcommand, Debug)]

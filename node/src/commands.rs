@@ -5,7 +5,7 @@ use std::io::Read;
 use sundial_sdk::proto::{self, JobState};
 use sundial_sdk::{Client, ListJobs, NewJob};
 
-use crate::cli::{ClientArgs, ClusterCommand, JobCommand, Output};
+use crate::cli::{ClientArgs, ClusterCommand, JobCommand, Output, QueueCommand};
 
 /// A failure the CLI reports as one line; `usage` ones exit with 2.
 #[derive(Debug)]
@@ -289,6 +289,38 @@ pub async fn job(args: ClientArgs, command: JobCommand) -> Result<(), CliError> 
                     }
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+pub async fn queue(args: ClientArgs, command: QueueCommand) -> Result<(), CliError> {
+    let mut client = connect(&args).await?;
+    let stats = match command {
+        QueueCommand::Pause(q) => client.pause_queue(&q.namespace, &q.queue).await?,
+        QueueCommand::Resume(q) => client.resume_queue(&q.namespace, &q.queue).await?,
+        QueueCommand::Stats(q) => client.queue_stats(&q.namespace, &q.queue).await?,
+    };
+    match args.output {
+        Output::Json => println!(
+            "{}",
+            serde_json::json!({
+                "namespace": stats.namespace, "queue": stats.queue, "paused": stats.paused,
+                "scheduled": stats.scheduled, "ready": stats.ready, "leased": stats.leased,
+                "succeeded": stats.succeeded, "dead": stats.dead, "cancelled": stats.cancelled,
+            })
+        ),
+        Output::Table => {
+            println!(
+                "queue {}/{}{}",
+                stats.namespace,
+                stats.queue,
+                if stats.paused { " (PAUSED)" } else { "" }
+            );
+            println!(
+                "scheduled {}  ready {}  leased {}  succeeded {}  dead {}  cancelled {}",
+                stats.scheduled, stats.ready, stats.leased, stats.succeeded, stats.dead, stats.cancelled
+            );
         }
     }
     Ok(())

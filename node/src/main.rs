@@ -57,6 +57,7 @@ async fn run(cli: Cli) -> ExitCode {
         }
         Command::Job { client, command } => finish(sundial::commands::job(client, command).await),
         Command::Cluster { client, command } => finish(sundial::commands::cluster(client, command).await),
+        Command::Queue { client, command } => finish(sundial::commands::queue(client, command).await),
         Command::Schedule { client, command } => finish(sundial::schedule_cmd::run(client, command).await),
         Command::Worker { client, worker } => {
             init_tracing();

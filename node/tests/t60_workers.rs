@@ -175,6 +175,35 @@ async fn t60_workers_get_due_jobs_from_every_shard_under_the_fencing_rules() {
     let job = producer.get_job(&id).await.expect("get");
     assert_eq!(job.state, JobState::Cancelled as i32);
     assert!(job.result.is_empty());
+
+    // A paused queue takes jobs but leases none until resumed.
+    let stats = producer.pause_queue("", "mail").await.expect("pause");
+    assert!(stats.paused);
+    let id = producer
+        .submit(NewJob::new("mail", "held back"))
+        .await
+        .expect("submit");
+    let deadline = Instant::now() + Duration::from_millis(1_500);
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        if let Some(NodeKind::Job(job)) = worker.next(left).await {
+            panic!("leased {} from a paused queue", job.id);
+        }
+    }
+    let stats = producer.queue_stats("", "mail").await.expect("stats");
+    assert_eq!(
+        (stats.paused, stats.ready, stats.leased),
+        (true, 1, 0),
+        "{stats:?}"
+    );
+    assert_eq!(stats.cancelled, 1, "{stats:?}");
+    producer.resume_queue("", "mail").await.expect("resume");
+    let job = worker.next_job(Duration::from_secs(10)).await;
+    assert_eq!(job.id, id);
+    worker.complete(&job, "after resume").await;
+    wait_state(&mut producer, &id, JobState::Succeeded, Duration::from_secs(10)).await;
+    let stats = producer.queue_stats("", "mail").await.expect("stats");
+    assert!(!stats.paused);
+    assert_eq!(stats.ready + stats.leased + stats.scheduled, 0, "{stats:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,6 +12,7 @@
 //!   kind `I`  | ns len u8 | ns | idempotency key            → job id (16) | retained until (i64 BE)
 //!   kind `S`  | ns len u8 | ns | schedule id                → encoded Schedule
 //!   kind `F`  | next fire (u64, sign-flipped) | ns len u8 | ns | schedule id → () (active schedules)
+//!   kind `C`  | ns len u8 | ns | queue                      → encoded QueueConfig (on every shard)
 //!   kind `A`  applied log id; kind `M` last membership (state machine meta)
 
 use crate::job::{JobId, ShardId};
@@ -31,6 +32,7 @@ pub const SM_QUEUE: u8 = b'Q';
 pub const SM_IDEMPOTENCY: u8 = b'I';
 pub const SM_SCHEDULE: u8 = b'S';
 pub const SM_FIRE: u8 = b'F';
+pub const SM_QUEUE_CONFIG: u8 = b'C';
 pub const SM_NAMESPACE: u8 = b'N';
 pub const SM_APPLIED: u8 = b'A';
 pub const SM_MEMBERSHIP: u8 = b'M';
@@ -140,6 +142,25 @@ pub fn idempotency_key(shard: ShardId, namespace: &str, key: &str) -> Vec<u8> {
     k
 }
 
+pub fn queue_config_key(shard: ShardId, namespace: &str, queue: &str) -> Vec<u8> {
+    let mut k = sm_key(shard, SM_QUEUE_CONFIG);
+    push_short(&mut k, namespace);
+    k.extend_from_slice(queue.as_bytes());
+    k
+}
+
+/// The (namespace, queue) of a `C` key.
+pub fn queue_config_parts(key: &[u8]) -> Option<(String, String)> {
+    let rest = key.get(5..)?;
+    let (&len, rest) = rest.split_first()?;
+    let ns = rest.get(..len as usize)?;
+    let queue = rest.get(len as usize..)?;
+    Some((
+        String::from_utf8(ns.to_vec()).ok()?,
+        String::from_utf8(queue.to_vec()).ok()?,
+    ))
+}
+
 pub fn schedule_prefix(shard: ShardId, namespace: &str) -> Vec<u8> {
     let mut k = sm_key(shard, SM_SCHEDULE);
     push_short(&mut k, namespace);
@@ -230,6 +251,8 @@ mod tests {
         let fk = fire_key(1, 77, "ns", "nightly");
         assert_eq!(key_time(&fk), Some(77));
         assert_eq!(fire_key_parts(&fk), Some(("ns".into(), "nightly".into())));
+        let qk = queue_config_key(1, "ns", "emails");
+        assert_eq!(queue_config_parts(&qk), Some(("ns".into(), "emails".into())));
     }
 
     #[test]

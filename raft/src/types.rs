@@ -126,6 +126,13 @@ pub enum Op {
         namespace: String,
         id: String,
     },
+    /// Pause or resume a queue on this shard (the gateway writes it to every
+    /// shard): no new leases of its jobs while paused.
+    SetQueue {
+        namespace: String,
+        queue: String,
+        config: QueueConfig,
+    },
     /// Fire a schedule whose next firing is `expected_ms`: create `jobs` (one
     /// per nominal time, prepared by the leader), count `dropped` late
     /// firings as skipped, and move on to `next_ms`. Applied only if the
@@ -139,6 +146,13 @@ pub enum Op {
         next_ms: Option<i64>,
         at_ms: i64,
     },
+}
+
+/// Settings of one queue, kept on every shard.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueConfig {
+    pub paused: bool,
+    pub updated_at_ms: i64,
 }
 
 /// Who a lease goes to.
@@ -184,6 +198,8 @@ pub enum OpResult {
     Schedule(Box<Schedule>),
     /// A create found the id taken: the existing schedule, unchanged.
     ScheduleExists(Box<Schedule>),
+    /// A queue's settings as stored now.
+    Queue(QueueConfig),
     /// A firing was applied: how many jobs it created.
     Fired { created: u32 },
     /// A firing the schedule no longer expects (already fired, paused,

@@ -39,6 +39,8 @@ pub enum DispatchMsg {
         leases: Option<Vec<LeaseEntry>>,
         /// Every active schedule: (next firing, namespace, id).
         schedules: Option<Vec<(i64, String, String)>>,
+        /// Every paused queue: (namespace, queue).
+        paused: Option<Vec<(String, String)>>,
     },
     /// Reading the indexes failed; try again.
     LoadFailed { epoch: u64, error: String },

@@ -139,6 +139,7 @@ impl Actor for Dispatcher {
                 full,
                 leases,
                 schedules,
+                paused,
             } => {
                 if epoch != s.epoch {
                     return Ok(());
@@ -150,6 +151,9 @@ impl Actor for Dispatcher {
                 }
                 if let Some(schedules) = schedules {
                     s.state.load_schedules(schedules);
+                }
+                for (namespace, queue) in paused.into_iter().flatten() {
+                    s.state.set_paused(namespace, queue, true);
                 }
                 if !s.loaded {
                     s.loaded = true;
@@ -308,15 +312,26 @@ fn start_load(myself: &ActorRef<DispatchMsg>, s: &mut DispatcherState, first: bo
     tokio::task::spawn_blocking(move || {
         let read = || -> Result<_, sundial_raft::store::StoreError> {
             let timers = store.scan_timers(shard, after, until_ms, room)?;
-            let (leases, schedules) = if first {
-                (Some(store.scan_leases(shard)?), Some(store.scan_fires(shard)?))
+            let (leases, schedules, paused) = if first {
+                let paused = store
+                    .scan_queue_configs(shard)?
+                    .into_iter()
+                    .filter(|(_, _, config)| config.paused)
+                    .map(|(ns, queue, _)| (ns, queue))
+                    .collect();
+                (
+                    Some(store.scan_leases(shard)?),
+                    Some(store.scan_fires(shard)?),
+                    Some(paused),
+                )
             } else {
-                (None, None)
+                (None, None, None)
             };
-            Ok((timers, leases, schedules))
+            Ok((timers, leases, schedules, paused))
         };
         let msg = match read() {
-            Ok((timers, leases, schedules)) => DispatchMsg::Loaded {
+            Ok((timers, leases, schedules, paused)) => DispatchMsg::Loaded {
+                paused,
                 epoch,
                 full: timers.len() >= room,
                 timers,
@@ -335,9 +350,16 @@ fn start_load(myself: &ActorRef<DispatchMsg>, s: &mut DispatcherState, first: bo
 
 fn on_event(myself: &ActorRef<DispatchMsg>, s: &mut DispatcherState, event: ShardEvent) {
     match event {
-        ShardEvent::Changed { jobs, schedules } => {
+        ShardEvent::Changed {
+            jobs,
+            schedules,
+            queues,
+        } => {
             s.state.on_changed(jobs);
             s.state.on_schedules(schedules);
+            for (namespace, queue, paused) in queues {
+                s.state.set_paused(namespace, queue, paused);
+            }
         }
         ShardEvent::Reset => restart_epoch(myself, s),
     }

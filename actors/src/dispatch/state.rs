@@ -64,6 +64,8 @@ pub struct DispatchState<R> {
     /// read ran, behind the read's position but past the old horizon, would
     /// be in neither.
     during_load: Option<HashMap<JobId, JobSummary>>,
+    /// Paused queues: (namespace, queue). Their jobs are not leased.
+    paused: HashSet<(String, String)>,
 }
 
 impl<R> DispatchState<R> {
@@ -83,6 +85,16 @@ impl<R> DispatchState<R> {
             schedule_at: HashMap::new(),
             firing: HashSet::new(),
             during_load: None,
+            paused: HashSet::new(),
+        }
+    }
+
+    /// A queue was paused or resumed.
+    pub fn set_paused(&mut self, namespace: String, queue: String, paused: bool) {
+        if paused {
+            self.paused.insert((namespace, queue));
+        } else {
+            self.paused.remove(&(namespace, queue));
         }
     }
 
@@ -229,6 +241,7 @@ impl<R> DispatchState<R> {
         while picked.len() < max as usize {
             let best = queues
                 .iter()
+                .filter(|q| !self.paused.contains(&(namespace.to_string(), (*q).clone())))
                 .filter_map(|q| {
                     let set = self.ready.get(&(namespace.to_string(), q.clone()))?;
                     set.first().map(|first| (*first, q))
@@ -606,6 +619,20 @@ mod tests {
             vec![JobId::new(0, 0, 1)],
             "job 1 is held, job 2 stays leased"
         );
+    }
+
+    #[test]
+    fn a_paused_queue_keeps_its_jobs_until_resumed() {
+        let mut s: DispatchState<()> = DispatchState::new(100);
+        s.load_timers(vec![entry(1, 1, "q", 0), entry(2, 2, "other", 0)], 1_000, false);
+        s.set_paused("ns".into(), "q".into(), true);
+        s.advance(10);
+        assert_eq!(
+            s.pick("ns", &queues(&["q", "other"]), 10),
+            vec![JobId::new(0, 0, 2)]
+        );
+        s.set_paused("ns".into(), "q".into(), false);
+        assert_eq!(s.pick("ns", &queues(&["q"]), 10), vec![JobId::new(0, 0, 1)]);
     }
 
     #[test]

@@ -224,6 +224,74 @@ impl GatewayHandle {
         }
     }
 
+    /// Pauses or resumes a queue on every shard. Succeeds only when every
+    /// shard has it; a failure leaves some shards changed, and repeating the
+    /// call finishes the job.
+    pub async fn set_queue_paused(
+        &self,
+        namespace: &str,
+        queue: &str,
+        paused: bool,
+        at_ms: i64,
+        deadline: Instant,
+    ) -> Result<(), Error> {
+        let writes = (0..self.inner.layout.shard_count).map(|shard| {
+            let request = GatewayRequest::Write {
+                shard,
+                op: Op::SetQueue {
+                    namespace: namespace.to_string(),
+                    queue: queue.to_string(),
+                    config: sundial_raft::types::QueueConfig {
+                        paused,
+                        updated_at_ms: at_ms,
+                    },
+                },
+            };
+            self.execute(request, deadline)
+        });
+        for outcome in futures::future::join_all(writes).await {
+            match outcome? {
+                GatewayReply::Written(OpResult::Queue(_)) => {}
+                other => return Err(unexpected(other)),
+            }
+        }
+        Ok(())
+    }
+
+    /// A queue's job counts by state (indexed by state code), summed over
+    /// the shards, and whether it is paused.
+    pub async fn queue_stats(
+        &self,
+        namespace: &str,
+        queue: &str,
+        deadline: Instant,
+    ) -> Result<([u64; 8], bool), Error> {
+        let reads = (0..self.inner.layout.shard_count).map(|shard| {
+            self.execute(
+                GatewayRequest::QueueStats {
+                    shard,
+                    namespace: namespace.to_string(),
+                    queue: queue.to_string(),
+                },
+                deadline,
+            )
+        });
+        let mut total = [0u64; 8];
+        let mut paused = false;
+        for outcome in futures::future::join_all(reads).await {
+            match outcome? {
+                GatewayReply::QueueStats(counts, p) => {
+                    for (t, c) in total.iter_mut().zip(counts) {
+                        *t += c;
+                    }
+                    paused |= p;
+                }
+                other => return Err(unexpected(other)),
+            }
+        }
+        Ok((total, paused))
+    }
+
     /// The shard a schedule lives on.
     pub fn schedule_shard(&self, namespace: &str, id: &str) -> ShardId {
         Schedule::shard_of(namespace, id, self.inner.layout.shard_count)
@@ -579,6 +647,14 @@ impl GatewayHandle {
         };
         match request {
             GatewayRequest::Notice { .. } => Ok(GatewayReply::Noted),
+            GatewayRequest::QueueStats { namespace, queue, .. } => {
+                ensure_linearizable(&raft, shard, timeout).await?;
+                let store = &self.inner.store;
+                let internal = |e: sundial_raft::store::StoreError| ExecError::Internal(e.to_string());
+                let counts = store.queue_counts(shard, &namespace, &queue).map_err(internal)?;
+                let config = store.queue_config(shard, &namespace, &queue).map_err(internal)?;
+                Ok(GatewayReply::QueueStats(counts, config.paused))
+            }
             GatewayRequest::GetSchedule { namespace, id, .. } => {
                 ensure_linearizable(&raft, shard, timeout).await?;
                 let found = self

@@ -57,6 +57,13 @@ pub enum GatewayRequest {
         after: Option<String>,
         limit: u32,
     },
+    /// Linearizable job counts by state of one queue on one shard, and
+    /// whether it is paused there.
+    QueueStats {
+        shard: ShardId,
+        namespace: String,
+        queue: String,
+    },
     /// Lease ready jobs of one shard to a worker session (long poll).
     Lease { shard: ShardId, request: LeaseRequest },
     /// Tell a worker session on the receiving node that a job it holds was
@@ -77,6 +84,7 @@ impl GatewayRequest {
             | GatewayRequest::List { shard, .. }
             | GatewayRequest::Lease { shard, .. }
             | GatewayRequest::GetSchedule { shard, .. }
+            | GatewayRequest::QueueStats { shard, .. }
             | GatewayRequest::ListSchedules { shard, .. } => *shard,
             GatewayRequest::Get { id } => id.shard(),
             GatewayRequest::Notice {
@@ -95,6 +103,8 @@ pub enum GatewayReply {
     Page(JobPage),
     Leased(Vec<Job>),
     Schedule(Option<Box<Schedule>>),
+    /// Job counts by state code, and the paused flag.
+    QueueStats([u64; 8], bool),
     /// One shard's page, and whether it has more.
     Schedules(Vec<Schedule>, bool),
     /// A notice was delivered (or its session is gone).

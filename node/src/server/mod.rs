@@ -3,6 +3,7 @@
 
 mod cluster;
 mod jobs;
+mod queues;
 mod schedules;
 mod status;
 mod workers;
@@ -16,6 +17,7 @@ use sundial_actors::supervisor::{NodeSupervisor, NodeSupervisorArgs, RebalancePo
 use sundial_actors::GatewayHandle;
 use sundial_proto::v1::cluster_service_server::ClusterServiceServer;
 use sundial_proto::v1::job_service_server::JobServiceServer;
+use sundial_proto::v1::queue_service_server::QueueServiceServer;
 use sundial_proto::v1::raft_service_server::RaftServiceServer;
 use sundial_proto::v1::schedule_service_server::ScheduleServiceServer;
 use sundial_proto::v1::worker_service_server::WorkerServiceServer;
@@ -115,6 +117,7 @@ impl Node {
             ScheduleServiceServer::new(schedules::ScheduleApi::new(cfg.clone(), gateway.clone()))
                 .max_decoding_message_size(max_message)
                 .max_encoding_message_size(64 << 20);
+        let queue_service = QueueServiceServer::new(queues::QueueApi::new(cfg.clone(), gateway.clone()));
         let worker_service = WorkerServiceServer::new(workers::WorkerApi::new(
             gateway.clone(),
             cfg.limits.max_payload_bytes,
@@ -129,6 +132,7 @@ impl Node {
             .add_service(cluster_service)
             .add_service(worker_service)
             .add_service(schedule_service)
+            .add_service(queue_service)
             .serve_with_incoming_shutdown(
                 accepted_without_nagle(client_listener),
                 wait_for(shutdown_rx.clone()),

@@ -68,6 +68,8 @@ pub enum ShardEvent {
     Changed {
         jobs: Vec<JobSummary>,
         schedules: Vec<ScheduleSummary>,
+        /// Queues whose settings changed: (namespace, queue, paused).
+        queues: Vec<(String, String, bool)>,
     },
     /// The shard's state was replaced (snapshot installed): reload everything.
     Reset,

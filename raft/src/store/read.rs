@@ -8,10 +8,12 @@ use super::{cf, NodeStore, StoreError};
 use crate::codec;
 use crate::job::{Job, JobId, JobState, ShardId};
 use crate::keys::{
-    fire_key_parts, job_key, key_time, namespace_prefix, prefix_end, queue_prefix, schedule_key,
-    schedule_prefix, sm_key, time_key_in, trailing_id, with_id, CF_SM, SM_FIRE, SM_LEASE, SM_TIME,
+    fire_key_parts, job_key, key_time, namespace_prefix, prefix_end, queue_config_key, queue_config_parts,
+    queue_prefix, schedule_key, schedule_prefix, sm_key, time_key_in, trailing_id, with_id, CF_SM, SM_FIRE,
+    SM_LEASE, SM_QUEUE_CONFIG, SM_TIME,
 };
 use crate::schedule::Schedule;
+use crate::types::QueueConfig;
 
 /// Which jobs a list wants.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,6 +104,49 @@ impl NodeStore {
             Ok(true)
         })?;
         Ok(out)
+    }
+
+    /// Every queue of a shard with stored settings: (namespace, queue, config).
+    pub fn scan_queue_configs(
+        &self,
+        shard: ShardId,
+    ) -> Result<Vec<(String, String, QueueConfig)>, StoreError> {
+        let prefix = sm_key(shard, SM_QUEUE_CONFIG);
+        let mut out = Vec::new();
+        self.visit_index(&prefix, &prefix, |key, value| {
+            if let Some((ns, queue)) = queue_config_parts(key) {
+                out.push((ns, queue, codec::decode(value)?));
+            }
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    /// One queue's settings on a shard (default when never set).
+    pub fn queue_config(
+        &self,
+        shard: ShardId,
+        namespace: &str,
+        queue: &str,
+    ) -> Result<QueueConfig, StoreError> {
+        let db = self.db();
+        match db.get_cf(cf(db, CF_SM), queue_config_key(shard, namespace, queue))? {
+            Some(bytes) => Ok(codec::decode(&bytes)?),
+            None => Ok(QueueConfig::default()),
+        }
+    }
+
+    /// How many jobs of a queue on one shard are in each state, by state code.
+    pub fn queue_counts(&self, shard: ShardId, namespace: &str, queue: &str) -> Result<[u64; 8], StoreError> {
+        let prefix = queue_prefix(shard, namespace, queue);
+        let mut counts = [0u64; 8];
+        self.visit_index(&prefix, &prefix, |_, state| {
+            if let Some(slot) = state.first().and_then(|c| counts.get_mut(*c as usize)) {
+                *slot += 1;
+            }
+            Ok(true)
+        })?;
+        Ok(counts)
     }
 
     /// Every active schedule of a shard: (next fire, namespace, id).

@@ -15,8 +15,8 @@ use super::{cf, WalSyncer};
 use crate::codec;
 use crate::job::{Job, JobId, JobState, Lease, ShardId};
 use crate::keys::{
-    fire_key, idempotency_key, job_key, lease_key, namespace_prefix, queue_prefix, schedule_key, shard_end,
-    shard_start, sm_key, time_key, with_id, CF_SM, SM_APPLIED, SM_MEMBERSHIP,
+    fire_key, idempotency_key, job_key, lease_key, namespace_prefix, queue_config_key, queue_prefix,
+    schedule_key, shard_end, shard_start, sm_key, time_key, with_id, CF_SM, SM_APPLIED, SM_MEMBERSHIP,
 };
 use crate::schedule::{Overlap, Schedule};
 use crate::types::{
@@ -42,6 +42,8 @@ struct Pending {
     jobs: HashMap<JobId, Job>,
     /// By (namespace, id); `None` once deleted.
     schedules: HashMap<(String, String), Option<Schedule>>,
+    /// Queue settings written: (namespace, queue, paused).
+    queues: Vec<(String, String, bool)>,
 }
 
 /// What a snapshot file holds: the meta and every `sm` key of the shard with
@@ -337,6 +339,19 @@ impl StateMachine {
                 }
                 pending.schedules.insert((namespace, id), None);
                 Ok(OpResult::Schedule(Box::new(schedule)))
+            }
+            Op::SetQueue {
+                namespace,
+                queue,
+                config,
+            } => {
+                batch.put_cf(
+                    cf(&self.db, CF_SM),
+                    queue_config_key(self.shard, &namespace, &queue),
+                    codec::encode(&config).map_err(sm_write_err)?,
+                );
+                pending.queues.push((namespace, queue, config.paused));
+                Ok(OpResult::Queue(config))
             }
             Op::Fire {
                 namespace,
@@ -655,7 +670,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             // One write for all entries: data and applied id move together.
             self.db.write(batch).map_err(sm_write_err)?;
         }
-        if !pending.jobs.is_empty() || !pending.schedules.is_empty() {
+        if !pending.jobs.is_empty() || !pending.schedules.is_empty() || !pending.queues.is_empty() {
             self.listeners.emit(self.shard, || ShardEvent::Changed {
                 jobs: pending.jobs.values().map(JobSummary::of).collect(),
                 schedules: pending
@@ -667,6 +682,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         next_fire_ms: s.as_ref().filter(|s| s.is_active()).and_then(|s| s.next_fire_ms),
                     })
                     .collect(),
+                queues: pending.queues.clone(),
             });
         }
         Ok(responses)

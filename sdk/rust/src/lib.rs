@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use proto::cluster_service_client::ClusterServiceClient;
 use proto::job_service_client::JobServiceClient;
+use proto::queue_service_client::QueueServiceClient;
 use proto::schedule_service_client::ScheduleServiceClient;
 use proto::worker_service_client::WorkerServiceClient;
 pub use sundial_proto::v1 as proto;
@@ -152,6 +153,7 @@ pub struct Client {
     cluster: ClusterServiceClient<Channel>,
     workers: WorkerServiceClient<Channel>,
     schedules: ScheduleServiceClient<Channel>,
+    queues: QueueServiceClient<Channel>,
     timeout: Duration,
 }
 
@@ -190,6 +192,7 @@ impl Client {
             schedules: ScheduleServiceClient::new(channel.clone())
                 .max_decoding_message_size(64 << 20)
                 .max_encoding_message_size(64 << 20),
+            queues: QueueServiceClient::new(channel.clone()),
             channel,
             timeout: Duration::from_secs(10),
         }
@@ -384,9 +387,33 @@ impl Client {
         )
     }
 
+    /// Stops leasing the queue's jobs (on every shard) until resumed.
+    pub async fn pause_queue(&mut self, namespace: &str, queue: &str) -> Result<proto::QueueStats, Error> {
+        let request = self.request(queue_ref(namespace, queue));
+        Ok(self.queues.pause_queue(request).await?.into_inner())
+    }
+
+    pub async fn resume_queue(&mut self, namespace: &str, queue: &str) -> Result<proto::QueueStats, Error> {
+        let request = self.request(queue_ref(namespace, queue));
+        Ok(self.queues.resume_queue(request).await?.into_inner())
+    }
+
+    /// The queue's jobs by state, and whether it is paused.
+    pub async fn queue_stats(&mut self, namespace: &str, queue: &str) -> Result<proto::QueueStats, Error> {
+        let request = self.request(queue_ref(namespace, queue));
+        Ok(self.queues.get_queue_stats(request).await?.into_inner())
+    }
+
     pub async fn cluster_info(&mut self) -> Result<proto::GetClusterInfoResponse, Error> {
         let request = self.request(proto::GetClusterInfoRequest {});
         Ok(self.cluster.get_cluster_info(request).await?.into_inner())
+    }
+}
+
+fn queue_ref(namespace: &str, queue: &str) -> proto::QueueRef {
+    proto::QueueRef {
+        namespace: namespace.to_string(),
+        queue: queue.to_string(),
     }
 }
 
