@@ -151,14 +151,7 @@ pub fn queue_config_key(shard: ShardId, namespace: &str, queue: &str) -> Vec<u8>
 
 /// The (namespace, queue) of a `C` key.
 pub fn queue_config_parts(key: &[u8]) -> Option<(String, String)> {
-    let rest = key.get(5..)?;
-    let (&len, rest) = rest.split_first()?;
-    let ns = rest.get(..len as usize)?;
-    let queue = rest.get(len as usize..)?;
-    Some((
-        String::from_utf8(ns.to_vec()).ok()?,
-        String::from_utf8(queue.to_vec()).ok()?,
-    ))
+    short_then_rest(key.get(5..)?)
 }
 
 pub fn schedule_prefix(shard: ShardId, namespace: &str) -> Vec<u8> {
@@ -183,13 +176,17 @@ pub fn fire_key(shard: ShardId, next_fire_ms: i64, namespace: &str, id: &str) ->
 
 /// The (namespace, schedule id) at the end of a `F` key.
 pub fn fire_key_parts(key: &[u8]) -> Option<(String, String)> {
-    let rest = key.get(13..)?;
-    let (&len, rest) = rest.split_first()?;
-    let ns = rest.get(..len as usize)?;
-    let id = rest.get(len as usize..)?;
+    short_then_rest(key.get(13..)?)
+}
+
+/// Splits `len u8 | name | rest` (as `push_short` wrote it) into two strings.
+fn short_then_rest(bytes: &[u8]) -> Option<(String, String)> {
+    let (&len, rest) = bytes.split_first()?;
+    let first = rest.get(..len as usize)?;
+    let second = rest.get(len as usize..)?;
     Some((
-        String::from_utf8(ns.to_vec()).ok()?,
-        String::from_utf8(id.to_vec()).ok()?,
+        String::from_utf8(first.to_vec()).ok()?,
+        String::from_utf8(second.to_vec()).ok()?,
     ))
 }
 
