@@ -312,6 +312,27 @@ pub enum BenchCommand {
     EtcdPut(LoadArgs),
     /// Timer precision: jobs due over a span, lateness of their delivery.
     Timers(TimerArgs),
+    /// Drain throughput: a backlog of jobs leased and completed by worker slots.
+    E2e(DrainArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DrainArgs {
+    /// Jobs in the backlog.
+    #[arg(long, default_value_t = 50_000)]
+    pub jobs: u64,
+    /// Worker slots in all.
+    #[arg(long, default_value_t = 16)]
+    pub slots: u32,
+    /// Worker streams the slots are split over.
+    #[arg(long, default_value_t = 4)]
+    pub workers: u32,
+    /// Concurrent clients filling the backlog.
+    #[arg(long, default_value_t = 64)]
+    pub submitters: usize,
+    /// Nodes (default: --addr only), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub targets: Vec<String>,
 }
 
 #[derive(Args, Debug)]

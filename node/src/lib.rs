@@ -12,6 +12,7 @@
 
 pub mod actor_plane;
 pub mod bench;
+pub mod bench_e2e;
 pub mod bench_timers;
 pub mod cli;
 pub mod commands;

@@ -67,6 +67,16 @@ async fn run(cli: Cli) -> ExitCode {
             let (system, load) = match command {
                 BenchCommand::Submit(load) => (System::Sundial, load),
                 BenchCommand::EtcdPut(load) => (System::Etcd, load),
+                BenchCommand::E2e(d) => {
+                    let bench = sundial::bench_e2e::DrainBench {
+                        jobs: d.jobs,
+                        slots: d.slots,
+                        workers: d.workers,
+                        submitters: d.submitters,
+                        targets: d.targets,
+                    };
+                    return finish(sundial::bench_e2e::run(client, bench).await);
+                }
                 BenchCommand::Timers(t) => {
                     let bench = sundial::bench_timers::TimerBench {
                         jobs: t.jobs,

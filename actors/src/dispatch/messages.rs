@@ -14,7 +14,8 @@ use crate::error::ExecError;
 pub struct LeaseRequest {
     pub namespace: String,
     pub queues: Vec<String>,
-    /// Most jobs to lease.
+    /// Most jobs to lease. Zero: lease nothing, only wait (up to `wait_ms`)
+    /// until a job is ready, so a caller can wait without holding credits.
     pub max: u32,
     pub holder: LeaseHolder,
     /// How long the leader may hold the request when no job is ready, ms.

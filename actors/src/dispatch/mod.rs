@@ -383,7 +383,7 @@ fn on_lease(
     let parked = Parked {
         namespace: request.namespace,
         queues: request.queues,
-        max: request.max.max(1),
+        max: request.max,
         until_ms: now + wait,
         reply: (request.holder, reply),
     };
@@ -392,6 +392,15 @@ fn on_lease(
         return;
     }
     s.state.advance(now);
+    if parked.max == 0 {
+        // Only waiting for work: answered (with no jobs) once some is ready.
+        if s.state.has_ready(&parked.namespace, &parked.queues) {
+            let _ = parked.reply.1.send(Ok(Vec::new()));
+        } else {
+            s.state.park(parked);
+        }
+        return;
+    }
     let picked = s.state.pick(&parked.namespace, &parked.queues, parked.max);
     if picked.is_empty() {
         s.state.park(parked);
@@ -441,7 +450,11 @@ fn process(myself: &ActorRef<DispatchMsg>, s: &mut DispatcherState) {
     s.state.advance(now);
     for (parked, picked) in s.state.serve_parked() {
         let (holder, reply) = parked.reply;
-        write_lease(myself, s.shard, picked, holder, reply);
+        if picked.is_empty() {
+            let _ = reply.send(Ok(Vec::new()));
+        } else {
+            write_lease(myself, s.shard, picked, holder, reply);
+        }
     }
     for parked in s.state.timed_out(now) {
         let _ = parked.reply.1.send(Ok(Vec::new()));

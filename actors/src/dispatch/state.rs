@@ -279,12 +279,29 @@ impl<R> DispatchState<R> {
         self.parked.push_back(request);
     }
 
+    /// True when a job of `namespace` in one of `queues` is ready to lease.
+    pub fn has_ready(&self, namespace: &str, queues: &[String]) -> bool {
+        queues.iter().any(|q| {
+            let key = (namespace.to_string(), q.clone());
+            !self.paused.contains(&key) && self.ready.get(&key).is_some_and(|set| !set.is_empty())
+        })
+    }
+
     /// Parked requests that can be served now, oldest first, with the jobs
-    /// picked for each.
+    /// picked for each. A request for no jobs (`max` 0) waits only for jobs
+    /// to be ready; it is served with none picked.
     pub fn serve_parked(&mut self) -> Vec<(Parked<R>, Vec<JobId>)> {
         let mut served = Vec::new();
         let mut still = VecDeque::new();
         while let Some(p) = self.parked.pop_front() {
+            if p.max == 0 {
+                if self.has_ready(&p.namespace, &p.queues) {
+                    served.push((p, Vec::new()));
+                } else {
+                    still.push_back(p);
+                }
+                continue;
+            }
             let picked = self.pick(&p.namespace, &p.queues, p.max);
             if picked.is_empty() {
                 still.push_back(p);

@@ -5,7 +5,10 @@
 //! served whoever leads it) and never holds more jobs than the worker's
 //! credits: a semaphore with one permit per credit, taken before asking and
 //! given back when a job is completed, failed or cancelled, or when a poll
-//! brings fewer jobs than it asked for.
+//! brings fewer jobs than it asked for. A poller holds no credits while it
+//! waits: it first waits on the leader for its shard to have ready jobs (a
+//! lease request for zero jobs), then takes credits and leases at once, so
+//! credits never sit with a shard that has nothing to give.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -33,11 +36,8 @@ use super::status::{from_gateway, invalid};
 const MAX_CREDITS: u32 = 1000;
 /// How long an attempt operation may take before the worker hears an error.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a lease request waits on the leader when nothing is ready, when
-/// the worker has a credit for every shard (and when it has not: then the
-/// shards take turns with the credits, so each turn is short).
-const LONG_POLL: Duration = Duration::from_secs(2);
-const SHORT_POLL: Duration = Duration::from_millis(250);
+/// How long a poller waits on the leader for ready jobs in one request.
+const LONG_POLL: Duration = Duration::from_secs(5);
 /// Most jobs one lease request asks for.
 const MAX_BATCH: u32 = 64;
 
@@ -275,11 +275,6 @@ impl Session {
                     wait_ms: 0,
                 },
                 fair_share: self.hello.credits.div_ceil(shard_count.max(1)).max(1),
-                wait: if self.hello.credits >= shard_count {
-                    LONG_POLL
-                } else {
-                    SHORT_POLL
-                },
                 slots: slots.clone(),
                 held: self.held.clone(),
                 out: self.out.clone(),
@@ -439,7 +434,6 @@ struct Poller {
     /// Slots this poller takes without looking at the others; it takes more
     /// only when they are free and its last poll came back full.
     fair_share: u32,
-    wait: Duration,
     slots: Arc<Semaphore>,
     held: Arc<Mutex<HashMap<JobId, u32>>>,
     out: Out,
@@ -450,6 +444,19 @@ impl Poller {
         let mut hot = false;
         let mut backoff = Duration::from_millis(50);
         loop {
+            if !hot {
+                // Wait, holding no credits, until the shard has work.
+                let mut wait = self.request.clone();
+                wait.max = 0;
+                wait.wait_ms = LONG_POLL.as_millis() as u64;
+                let deadline = Instant::now() + LONG_POLL + ATTEMPT_TIMEOUT;
+                if let Err(e) = self.gateway.lease(self.shard, wait, deadline).await {
+                    tracing::debug!(shard = self.shard, error = %e, "waiting for work failed, retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            }
             let Ok(first) = self.slots.clone().acquire_owned().await else {
                 return;
             };
@@ -470,8 +477,8 @@ impl Poller {
                 }
             }
             self.request.max = taken;
-            self.request.wait_ms = self.wait.as_millis() as u64;
-            let deadline = Instant::now() + self.wait + ATTEMPT_TIMEOUT;
+            self.request.wait_ms = 0;
+            let deadline = Instant::now() + ATTEMPT_TIMEOUT;
             match self
                 .gateway
                 .lease(self.shard, self.request.clone(), deadline)
