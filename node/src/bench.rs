@@ -51,10 +51,10 @@ impl Conn {
     }
 
     /// One acknowledged write; `Err` carries nothing (it is only counted).
-    async fn write(&mut self, queue: &str, key: String, payload: &[u8]) -> Result<(), ()> {
+    async fn write(&mut self, queue: &str, key: String, payload: &[u8], delay_ms: u64) -> Result<(), ()> {
         match self {
             Conn::Sundial(client) => client
-                .submit(NewJob::new(queue, payload.to_vec()))
+                .submit(NewJob::new(queue, payload.to_vec()).delay_ms(delay_ms))
                 .await
                 .map(|_| ())
                 .map_err(|_| ()),
@@ -77,6 +77,8 @@ pub struct SubmitBench {
     pub payload_bytes: usize,
     pub targets: Vec<String>,
     pub queue: String,
+    /// Due time of each job after its submit (Sundial only).
+    pub delay_ms: u64,
 }
 
 pub struct RunResult {
@@ -163,13 +165,14 @@ async fn run_level(connections: &[Conn], clients: usize, bench: &SubmitBench) ->
         let mut client = connections[i % connections.len()].clone();
         let payload = payload.clone();
         let queue = bench.queue.clone();
+        let delay_ms = bench.delay_ms;
         tasks.push(tokio::spawn(async move {
             let mut hist = new_histogram();
             let (mut ok, mut errors) = (0u64, 0u64);
             while Instant::now() < stop_at {
                 let t = Instant::now();
                 let key = format!("bench/{clients}/{i}/{}", ok + errors);
-                match client.write(&queue, key, &payload).await {
+                match client.write(&queue, key, &payload, delay_ms).await {
                     Ok(_) => {
                         ok += 1;
                         let _ = hist.record(t.elapsed().as_micros().max(1) as u64);

@@ -379,4 +379,8 @@ pub struct LoadArgs {
     /// Queue to submit to.
     #[arg(long, default_value = "bench")]
     pub queue: String,
+    /// Submit jobs due this long after they are accepted (Sundial only), e.g.
+    /// 2h to fill a cluster with scheduled jobs.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub delay: Option<std::time::Duration>,
 }

@@ -97,6 +97,7 @@ async fn run(cli: Cli) -> ExitCode {
                 duration: load.duration,
                 payload_bytes: load.payload_bytes,
                 targets: load.targets,
+                delay_ms: load.delay.map(|d| d.as_millis() as u64).unwrap_or(0),
                 queue: load.queue,
             };
             finish(sundial::bench::run(client, bench).await)
