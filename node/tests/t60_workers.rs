@@ -82,6 +82,8 @@ async fn t60_workers_get_due_jobs_from_every_shard_under_the_fencing_rules() {
         .await
         .expect("submit delayed");
     let submitted_at = now_ms();
+    let waiting = producer.get_job(&id).await.expect("get delayed");
+    assert_eq!(waiting.state, JobState::Scheduled as i32, "not due yet");
     let job = worker.next_job(Duration::from_secs(10)).await;
     let leased_at = job.lease.as_ref().expect("lease").leased_at_ms;
     assert_eq!(job.id, id);
@@ -194,6 +196,22 @@ async fn t60_workers_get_due_jobs_from_every_shard_under_the_fencing_rules() {
         (stats.paused, stats.ready, stats.leased),
         (true, 1, 0),
         "{stats:?}"
+    );
+    assert_eq!(
+        producer.get_job(&id).await.expect("get").state,
+        JobState::Ready as i32
+    );
+    let ready = producer
+        .list_jobs(sundial_sdk::ListJobs {
+            queue: "mail".into(),
+            state: Some(JobState::Ready),
+            ..Default::default()
+        })
+        .await
+        .expect("list ready");
+    assert_eq!(
+        ready.jobs.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(),
+        vec![id.as_str()]
     );
     assert_eq!(stats.cancelled, 1, "{stats:?}");
     producer.resume_queue("", "mail").await.expect("resume");

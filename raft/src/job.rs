@@ -163,6 +163,17 @@ impl Job {
         matches!(self.state, JobState::Scheduled | JobState::Ready)
     }
 
+    /// The state as users see it at `now_ms`: a waiting job is `Ready` once
+    /// its time has come and `Scheduled` before (storage keeps the state it
+    /// was written with; the time index is what the dispatcher uses).
+    pub fn effective_state(&self, now_ms: i64) -> JobState {
+        match self.state {
+            JobState::Scheduled | JobState::Ready if self.run_at_ms <= now_ms => JobState::Ready,
+            JobState::Scheduled | JobState::Ready => JobState::Scheduled,
+            other => other,
+        }
+    }
+
     /// True when the latest attempt may be retried under the job's policy.
     pub fn has_attempts_left(&self) -> bool {
         self.attempts.saturating_sub(self.replay_base) < self.retry.max_attempts
@@ -329,6 +340,17 @@ mod tests {
             .map(|r| policy.backoff_ms(&JobId::new(1, 2, r), 3))
             .collect();
         assert!(spread.len() > 10, "jitter spreads retries: {spread:?}");
+    }
+
+    #[test]
+    fn a_waiting_job_reads_ready_once_due() {
+        let mut job = sample_job();
+        job.run_at_ms = 1_000;
+        job.state = JobState::Scheduled;
+        assert_eq!(job.effective_state(999), JobState::Scheduled);
+        assert_eq!(job.effective_state(1_000), JobState::Ready);
+        job.state = JobState::Leased;
+        assert_eq!(job.effective_state(5_000), JobState::Leased);
     }
 
     #[test]

@@ -160,6 +160,7 @@ fn is_local(consistency: i32) -> Result<bool, Status> {
 }
 
 pub fn job_to_proto(job: Job) -> pb::Job {
+    let state = job.effective_state(now_ms());
     pb::Job {
         id: job.id.to_string(),
         shard: job.id.shard(),
@@ -169,7 +170,7 @@ pub fn job_to_proto(job: Job) -> pb::Job {
         headers: job.headers.into_iter().collect(),
         run_at_ms: job.run_at_ms,
         priority: job.priority,
-        state: state_to_proto(job.state) as i32,
+        state: state_to_proto(state) as i32,
         attempts: job.attempts,
         created_at_ms: job.created_at_ms,
         updated_at_ms: job.updated_at_ms,
@@ -461,6 +462,7 @@ impl JobService for JobApi {
         };
         let local = is_local(req.consistency)?;
         let filter = JobFilter {
+            as_of_ms: now_ms(),
             namespace,
             queue,
             state,

@@ -20,7 +20,10 @@ use crate::types::QueueConfig;
 pub struct JobFilter {
     pub namespace: String,
     pub queue: Option<String>,
+    /// Matched against [`Job::effective_state`] at `as_of_ms`.
     pub state: Option<JobState>,
+    /// The time "due" is judged at (the request's), ms since the epoch.
+    pub as_of_ms: i64,
 }
 
 /// One page of one shard.
@@ -269,21 +272,35 @@ impl NodeStore {
             IteratorMode::From(&start, Direction::Forward),
         );
         let mut page = JobPage::default();
+        // Scheduled and ready jobs share the stored codes of both: which one
+        // a waiting job is depends on the time.
+        let waiting = [JobState::Scheduled.code(), JobState::Ready.code()];
         for item in iter {
             let (key, state) = item?;
             if let Some(wanted) = filter.state {
-                if state.first() != Some(&wanted.code()) {
+                let code = state.first().copied().unwrap_or(0);
+                let candidate = if waiting.contains(&wanted.code()) {
+                    waiting.contains(&code)
+                } else {
+                    code == wanted.code()
+                };
+                if !candidate {
                     continue;
                 }
+            }
+            let Some(id) = trailing_id(&key) else { continue };
+            let Some(job) = self.get_job(&id)? else { continue };
+            if filter
+                .state
+                .is_some_and(|wanted| job.effective_state(filter.as_of_ms) != wanted)
+            {
+                continue;
             }
             if page.jobs.len() == limit {
                 page.more = true;
                 break;
             }
-            let Some(id) = trailing_id(&key) else { continue };
-            if let Some(job) = self.get_job(&id)? {
-                page.jobs.push(job);
-            }
+            page.jobs.push(job);
         }
         Ok(page)
     }
