@@ -103,6 +103,15 @@ pub enum Op {
         token: u32,
         at_ms: i64,
     },
+    /// Give lease `token` back unused (its holder never got the job): the
+    /// job waits again at once and the attempt does not count against its
+    /// retry budget. The token is spent all the same: the next lease gets a
+    /// higher one.
+    Release {
+        id: JobId,
+        token: u32,
+        at_ms: i64,
+    },
     /// Replay a dead job: waiting again from `at_ms` with a fresh retry budget.
     Retry {
         id: JobId,

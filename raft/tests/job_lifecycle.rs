@@ -663,3 +663,63 @@ async fn the_time_index_pages_on_from_any_position_of_the_shard() {
     assert_eq!(page.len(), 1, "after the first job at 200, up to 250");
     assert_eq!(page[0].id, all[2].id);
 }
+
+#[tokio::test]
+async fn a_released_lease_waits_again_without_spending_the_retry_budget() {
+    let mut h = Harness::new();
+    let job = new_job(40, 0, 1);
+    let id = job.id;
+    h.apply(Op::Submit(Box::new(job))).await;
+    leased(
+        h.apply(Op::Lease {
+            ids: vec![id],
+            holder: holder(1),
+            at_ms: 10,
+        })
+        .await,
+    );
+    assert!(matches!(
+        h.apply(Op::Release {
+            id,
+            token: 2,
+            at_ms: 11
+        })
+        .await,
+        OpResult::Stale { .. }
+    ));
+    let released = updated(
+        h.apply(Op::Release {
+            id,
+            token: 1,
+            at_ms: 11,
+        })
+        .await,
+    );
+    assert_eq!((released.state, released.attempts), (JobState::Ready, 1));
+    assert!(released.has_attempts_left(), "the unused attempt does not count");
+    assert!(h.store.scan_leases(0).expect("leases").is_empty());
+    let again = leased(
+        h.apply(Op::Lease {
+            ids: vec![id],
+            holder: holder(2),
+            at_ms: 12,
+        })
+        .await,
+    );
+    assert_eq!(
+        again[0].lease.as_ref().map(|l| l.token),
+        Some(2),
+        "tokens keep growing"
+    );
+    // The old holder's completion is refused.
+    assert!(matches!(
+        h.apply(Op::Complete {
+            id,
+            token: 1,
+            result: vec![],
+            at_ms: 13
+        })
+        .await,
+        OpResult::Stale { .. }
+    ));
+}

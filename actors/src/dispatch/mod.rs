@@ -432,9 +432,23 @@ fn write_lease(
             Ok(other) => Err(ExecError::Internal(format!("unexpected lease result {other:?}"))),
             Err(e) => Err(e),
         };
-        if reply.send(answer).is_err() {
-            // The requester gave up; its leases run out and the jobs retry.
-            tracing::debug!(shard, "lease requester went away before the answer");
+        if let Err(ractor::MessagingErr::SendErr(Ok(jobs))) = reply.send(answer) {
+            // The requester went away before the answer: nobody runs these
+            // jobs, so give them back now rather than at lease expiry.
+            tracing::debug!(shard, jobs = jobs.len(), "lease requester went away, releasing");
+            for job in jobs {
+                let Some(token) = job.lease.as_ref().map(|l| l.token) else {
+                    continue;
+                };
+                let op = Op::Release {
+                    id: job.id,
+                    token,
+                    at_ms: now_ms(),
+                };
+                if let Err(e) = ShardHandle::new(shard).write(op, WRITE_TIMEOUT).await {
+                    tracing::debug!(shard, id = %job.id, error = %e, "release not written; the lease will expire");
+                }
+            }
         }
         let _ = myself.cast(DispatchMsg::LeaseWritten { picked });
     });

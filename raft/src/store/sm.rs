@@ -401,6 +401,12 @@ impl StateMachine {
                 self.store_schedule(batch, pending, schedule)?;
                 Ok(OpResult::Fired { created })
             }
+            Op::Release { id, token, at_ms } => self.with_lease(id, token, batch, pending, |job| {
+                job.state = JobState::Ready;
+                job.lease = None;
+                job.replay_base += 1;
+                job.updated_at_ms = at_ms;
+            }),
             Op::Retry { id, at_ms } => {
                 let Some(old) = self.load_job(&id, pending)? else {
                     return Ok(OpResult::NotFound);
