@@ -723,3 +723,36 @@ async fn a_released_lease_waits_again_without_spending_the_retry_budget() {
         OpResult::Stale { .. }
     ));
 }
+
+#[tokio::test]
+async fn one_entry_with_the_same_key_twice_creates_one_job() {
+    let mut h = Harness::new();
+    let keyed = |n: u64| {
+        let mut job = new_job(n, 0, 3);
+        job.idempotency_key = Some("same".into());
+        job.idempotency_until_ms = 10_000;
+        job
+    };
+    h.index += 1;
+    let entry = Entry {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), h.index),
+        payload: EntryPayload::Normal(Request {
+            ops: vec![Op::Submit(Box::new(keyed(50))), Op::Submit(Box::new(keyed(51)))],
+        }),
+    };
+    let results = h.sm.apply(vec![entry]).await.expect("apply").remove(0).results;
+    let first = JobId::new(0, 1_000, 50);
+    assert_eq!(
+        results,
+        vec![
+            OpResult::Submitted {
+                created: true,
+                id: first
+            },
+            OpResult::Submitted {
+                created: false,
+                id: first
+            }
+        ]
+    );
+}

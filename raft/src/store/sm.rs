@@ -44,6 +44,8 @@ struct Pending {
     schedules: HashMap<(String, String), Option<Schedule>>,
     /// Queue settings written: (namespace, queue, paused).
     queues: Vec<(String, String, bool)>,
+    /// Idempotency index entries written: key → (job, retained until).
+    keys: HashMap<Vec<u8>, (JobId, i64)>,
 }
 
 /// What a snapshot file holds: the meta and every `sm` key of the shard with
@@ -204,7 +206,8 @@ impl StateMachine {
                     }
                     let mut value = job.id.as_bytes().to_vec();
                     value.extend_from_slice(&job.idempotency_until_ms.to_be_bytes());
-                    batch.put_cf(cf(&self.db, CF_SM), index, value);
+                    batch.put_cf(cf(&self.db, CF_SM), &index, value);
+                    pending.keys.insert(index, (job.id, job.idempotency_until_ms));
                 }
                 let id = job.id;
                 self.put_job(batch, None, &job)?;
@@ -433,17 +436,8 @@ impl StateMachine {
         at_ms: i64,
         pending: &Pending,
     ) -> Result<Option<JobId>, StorageError> {
-        let key_of = |job: &Job| {
-            job.idempotency_key
-                .as_deref()
-                .map(|k| idempotency_key(self.shard, &job.namespace, k))
-        };
-        if let Some(job) = pending
-            .jobs
-            .values()
-            .find(|j| key_of(j).as_deref() == Some(index) && j.idempotency_until_ms > at_ms)
-        {
-            return Ok(Some(job.id));
+        if let Some((id, until)) = pending.keys.get(index) {
+            return Ok((*until > at_ms).then_some(*id));
         }
         let Some(value) = self.db.get_cf(cf(&self.db, CF_SM), index).map_err(sm_read_err)? else {
             return Ok(None);
