@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use sundial_raft::job::now_ms;
 use sundial_sdk::{Client, NewJob, Worker};
 use tokio::sync::mpsc;
 
@@ -176,11 +177,4 @@ pub async fn run(args: ClientArgs, bench: TimerBench) -> Result<(), CliError> {
         });
     }
     Ok(())
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

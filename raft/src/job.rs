@@ -237,6 +237,16 @@ pub struct Lease {
     pub session: u64,
 }
 
+/// Milliseconds since the Unix epoch on this node's clock: the unit of every
+/// time in a job. Operations carry the proposer's reading of it, so applying
+/// them never reads the clock.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 /// Maps any key to a shard, for callers that spread new jobs by a key.
 pub fn shard_for_key(key: &[u8], shard_count: u32) -> ShardId {
     (fnv1a(key) % u64::from(shard_count.max(1))) as ShardId

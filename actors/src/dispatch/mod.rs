@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use sundial_raft::job::now_ms;
 use sundial_raft::schedule::Schedule;
 use sundial_raft::store::events::ShardEvent;
 use sundial_raft::store::NodeStore;
@@ -41,14 +42,6 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The registered name of a shard's dispatcher on this node.
 pub fn actor_name(shard: ShardId) -> String {
     format!("dispatch-{shard}")
-}
-
-/// Milliseconds since the Unix epoch on this node's clock.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 pub struct Dispatcher;

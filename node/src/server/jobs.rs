@@ -2,7 +2,7 @@
 //! gateway. Nothing is written unless the request is valid.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use sundial_actors::GatewayHandle;
 use sundial_proto::v1 as pb;
@@ -56,12 +56,7 @@ pub fn deadline<T>(cfg: &NodeConfig, request: &Request<T>) -> Instant {
     Instant::now() + budget.saturating_sub(budget / 20)
 }
 
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use sundial_raft::job::now_ms;
 
 /// Parses gRPC's `grpc-timeout` header: digits then a unit letter.
 fn parse_grpc_timeout(value: &str) -> Option<Duration> {
