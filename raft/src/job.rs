@@ -158,6 +158,43 @@ pub struct Job {
 }
 
 impl Job {
+    /// A new job made from `what`, waiting from `now_ms`: ready if already
+    /// due, scheduled otherwise, with no attempts and no history.
+    pub fn new(
+        id: JobId,
+        namespace: String,
+        what: crate::schedule::JobTemplate,
+        run_at_ms: i64,
+        now_ms: i64,
+    ) -> Job {
+        Job {
+            id,
+            namespace,
+            queue: what.queue,
+            payload: what.payload,
+            headers: what.headers,
+            run_at_ms,
+            priority: what.priority,
+            state: if run_at_ms <= now_ms {
+                JobState::Ready
+            } else {
+                JobState::Scheduled
+            },
+            attempts: 0,
+            created_at_ms: now_ms,
+            updated_at_ms: now_ms,
+            retry: what.retry,
+            timeout_ms: what.timeout_ms,
+            lease: None,
+            result: None,
+            last_error: None,
+            replay_base: 0,
+            idempotency_key: None,
+            idempotency_until_ms: 0,
+            schedule_id: None,
+        }
+    }
+
     /// True while the job waits to be leased (in the time index).
     pub fn is_waiting(&self) -> bool {
         matches!(self.state, JobState::Scheduled | JobState::Ready)

@@ -64,7 +64,8 @@ pub enum Overlap {
     BufferOne,
 }
 
-/// The job each firing creates.
+/// What a job is made of, as a client or a schedule gives it; see
+/// [`crate::job::Job::new`]. A schedule keeps one to make each firing's job.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobTemplate {
     pub queue: String,
@@ -239,9 +240,10 @@ impl Schedule {
         }))
     }
 
-    /// True when the dispatcher should hold a timer for it.
-    pub fn is_active(&self) -> bool {
-        !self.paused && self.next_fire_ms.is_some()
+    /// When it fires next, if it does (not paused): its place in the fire
+    /// index, and the timer the dispatcher holds for it.
+    pub fn fire_slot(&self) -> Option<i64> {
+        self.next_fire_ms.filter(|_| !self.paused)
     }
 
     /// The shard a schedule lives on (with all its jobs).

@@ -21,7 +21,7 @@ use sundial_raft::schedule::Schedule;
 use sundial_raft::store::events::ShardEvent;
 use sundial_raft::store::NodeStore;
 use sundial_raft::types::{LeaseHolder, Op, OpResult};
-use sundial_raft::{Job, JobId, JobState, NodeId, Raft, ShardId};
+use sundial_raft::{Job, JobId, NodeId, Raft, ShardId};
 use tokio::task::JoinHandle;
 
 pub use messages::{DispatchMsg, LeaseReply, LeaseRequest};
@@ -569,37 +569,16 @@ fn fire_schedule(
 
 /// The job a schedule's firing at `nominal_ms` creates.
 fn schedule_job(schedule: &Schedule, shard: ShardId, nominal_ms: i64, now_ms: i64) -> Job {
+    let mut what = schedule.template.clone();
+    what.headers
+        .insert("sundial-schedule".into(), schedule.id.clone());
+    what.headers
+        .insert("sundial-fire-ms".into(), nominal_ms.to_string());
+    let id = JobId::new(shard, now_ms.max(0) as u64, rand::random());
     let run_at_ms = schedule.job_run_at(nominal_ms);
-    let t = &schedule.template;
-    let mut headers = t.headers.clone();
-    headers.insert("sundial-schedule".into(), schedule.id.clone());
-    headers.insert("sundial-fire-ms".into(), nominal_ms.to_string());
-    Job {
-        id: JobId::new(shard, now_ms.max(0) as u64, rand::random()),
-        namespace: schedule.namespace.clone(),
-        queue: t.queue.clone(),
-        payload: t.payload.clone(),
-        headers,
-        run_at_ms,
-        priority: t.priority,
-        state: if run_at_ms <= now_ms {
-            JobState::Ready
-        } else {
-            JobState::Scheduled
-        },
-        attempts: 0,
-        created_at_ms: now_ms,
-        updated_at_ms: now_ms,
-        retry: t.retry,
-        timeout_ms: t.timeout_ms,
-        lease: None,
-        result: None,
-        last_error: None,
-        replay_base: 0,
-        idempotency_key: None,
-        idempotency_until_ms: 0,
-        schedule_id: Some(schedule.id.clone()),
-    }
+    let mut job = Job::new(id, schedule.namespace.clone(), what, run_at_ms, now_ms);
+    job.schedule_id = Some(schedule.id.clone());
+    job
 }
 
 /// How callers reach a shard's dispatcher on this node.

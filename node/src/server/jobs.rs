@@ -8,6 +8,7 @@ use sundial_actors::GatewayHandle;
 use sundial_proto::v1 as pb;
 use sundial_proto::v1::job_service_server::JobService;
 use sundial_raft::job::RetryPolicy;
+use sundial_raft::schedule::JobTemplate;
 use sundial_raft::store::JobFilter;
 use sundial_raft::{Job, JobId, JobState};
 use tonic::{Request, Response, Status};
@@ -330,36 +331,20 @@ impl JobApi {
         };
         let retention = i64::try_from(self.cfg.limits.idempotency_retention_ms).unwrap_or(i64::MAX);
         let id = JobId::new(shard, now as u64, rand::random());
-        Ok(Job {
-            id,
-            namespace,
+        let what = JobTemplate {
             queue: req.queue,
             payload: req.payload,
             headers: req.headers.into_iter().collect(),
-            run_at_ms,
             priority: req.priority,
-            state: if run_at_ms <= now {
-                JobState::Ready
-            } else {
-                JobState::Scheduled
-            },
-            attempts: 0,
-            created_at_ms: now,
-            updated_at_ms: now,
             retry,
             timeout_ms,
-            lease: None,
-            result: None,
-            last_error: None,
-            replay_base: 0,
-            idempotency_until_ms: if idempotency_key.is_some() {
-                now.saturating_add(retention)
-            } else {
-                0
-            },
-            idempotency_key,
-            schedule_id: None,
-        })
+        };
+        let mut job = Job::new(id, namespace, what, run_at_ms, now);
+        if idempotency_key.is_some() {
+            job.idempotency_until_ms = now.saturating_add(retention);
+            job.idempotency_key = idempotency_key;
+        }
+        Ok(job)
     }
 }
 
