@@ -292,6 +292,7 @@ impl StateMachine {
             }
             Op::PutSchedule { schedule, create } => {
                 let old = self.load_schedule(&schedule.namespace, &schedule.id, pending)?;
+                let old_slot = old.as_ref().and_then(Schedule::fire_slot);
                 let stored = match (old, create) {
                     (Some(old), true) => return Ok(OpResult::ScheduleExists(Box::new(old))),
                     (None, false) => return Ok(OpResult::NotFound),
@@ -307,7 +308,7 @@ impl StateMachine {
                         ..*schedule
                     },
                 };
-                self.store_schedule(batch, pending, stored.clone())?;
+                self.store_schedule(batch, pending, old_slot, stored.clone())?;
                 Ok(OpResult::Schedule(Box::new(stored)))
             }
             Op::PauseSchedule {
@@ -320,6 +321,7 @@ impl StateMachine {
                     return Ok(OpResult::NotFound);
                 };
                 if schedule.paused != paused {
+                    let old_slot = schedule.fire_slot();
                     schedule.paused = paused;
                     schedule.updated_at_ms = at_ms;
                     if !paused {
@@ -327,7 +329,7 @@ impl StateMachine {
                         let anchor = schedule.anchor_ms();
                         schedule.next_fire_ms = schedule.rule.next_after(at_ms, anchor).unwrap_or(None);
                     }
-                    self.store_schedule(batch, pending, schedule.clone())?;
+                    self.store_schedule(batch, pending, old_slot, schedule.clone())?;
                 }
                 Ok(OpResult::Schedule(Box::new(schedule)))
             }
@@ -337,7 +339,7 @@ impl StateMachine {
                 };
                 let sm = cf(&self.db, CF_SM);
                 batch.delete_cf(sm, schedule_key(self.shard, &namespace, &id));
-                if let Some(next) = schedule.next_fire_ms {
+                if let Some(next) = schedule.fire_slot() {
                     batch.delete_cf(sm, fire_key(self.shard, next, &namespace, &id));
                 }
                 pending.schedules.insert((namespace, id), None);
@@ -371,6 +373,7 @@ impl StateMachine {
                 if schedule.paused || schedule.next_fire_ms != Some(expected_ms) {
                     return Ok(OpResult::FireStale);
                 }
+                let old_slot = schedule.fire_slot();
                 let previous_running = match schedule.last_job {
                     Some(last) => self
                         .load_job(&last, pending)?
@@ -401,7 +404,7 @@ impl StateMachine {
                 schedule.last_fire_ms = Some(expected_ms.max(schedule.last_fire_ms.unwrap_or(i64::MIN)));
                 schedule.next_fire_ms = next_ms;
                 schedule.updated_at_ms = at_ms;
-                self.store_schedule(batch, pending, schedule)?;
+                self.store_schedule(batch, pending, old_slot, schedule)?;
                 Ok(OpResult::Fired { created })
             }
             Op::Release { id, token, at_ms } => self.with_lease(id, token, batch, pending, |job| {
@@ -515,6 +518,7 @@ impl StateMachine {
         if schedule.last_job != Some(finished) {
             return Ok(());
         }
+        let old_slot = schedule.fire_slot();
         let Some(buffered) = schedule.buffered.take() else {
             return Ok(());
         };
@@ -528,7 +532,7 @@ impl StateMachine {
         schedule.fired += 1;
         self.put_job(batch, None, &job)?;
         pending.jobs.insert(job.id, job);
-        self.store_schedule(batch, pending, schedule)
+        self.store_schedule(batch, pending, old_slot, schedule)
     }
 
     fn load_schedule(
@@ -550,28 +554,28 @@ impl StateMachine {
         }
     }
 
-    /// Writes a schedule and moves its fire index entry.
+    /// Writes a schedule and moves its fire index entry from `old_slot`
+    /// (the stored schedule's [`Schedule::fire_slot`], which the caller read).
     fn store_schedule(
         &self,
         batch: &mut WriteBatch,
         pending: &mut Pending,
+        old_slot: Option<i64>,
         schedule: Schedule,
     ) -> Result<(), StorageError> {
         let sm = cf(&self.db, CF_SM);
-        let old = self.load_schedule(&schedule.namespace, &schedule.id, pending)?;
-        if let Some(next) = old
-            .as_ref()
-            .filter(|o| o.is_active())
-            .and_then(|o| o.next_fire_ms)
-        {
-            batch.delete_cf(sm, fire_key(self.shard, next, &schedule.namespace, &schedule.id));
-        }
-        if let (true, Some(next)) = (schedule.is_active(), schedule.next_fire_ms) {
-            batch.put_cf(
-                sm,
-                fire_key(self.shard, next, &schedule.namespace, &schedule.id),
-                [],
-            );
+        let new_slot = schedule.fire_slot();
+        if old_slot != new_slot {
+            if let Some(next) = old_slot {
+                batch.delete_cf(sm, fire_key(self.shard, next, &schedule.namespace, &schedule.id));
+            }
+            if let Some(next) = new_slot {
+                batch.put_cf(
+                    sm,
+                    fire_key(self.shard, next, &schedule.namespace, &schedule.id),
+                    [],
+                );
+            }
         }
         batch.put_cf(
             sm,
@@ -679,7 +683,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     .map(|((namespace, id), s)| ScheduleSummary {
                         namespace: namespace.clone(),
                         id: id.clone(),
-                        next_fire_ms: s.as_ref().filter(|s| s.is_active()).and_then(|s| s.next_fire_ms),
+                        next_fire_ms: s.as_ref().and_then(Schedule::fire_slot),
                     })
                     .collect(),
                 queues: pending.queues.clone(),
