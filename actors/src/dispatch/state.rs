@@ -315,6 +315,10 @@ impl<R> DispatchState<R> {
 
     /// Parked requests whose time ran out by `now_ms`.
     pub fn timed_out(&mut self, now_ms: i64) -> Vec<Parked<R>> {
+        // Runs after every applied change: most calls have nothing to do.
+        if !self.parked.iter().any(|p| p.until_ms <= now_ms) {
+            return Vec::new();
+        }
         let (out, keep): (VecDeque<_>, VecDeque<_>) =
             self.parked.drain(..).partition(|p| p.until_ms <= now_ms);
         self.parked = keep;
