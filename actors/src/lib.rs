@@ -14,8 +14,10 @@
 
 pub mod dispatch;
 pub mod error;
+pub mod executor;
 pub mod gateway;
 pub mod layout;
+pub mod lease_feed;
 pub mod shard;
 pub mod supervisor;
 

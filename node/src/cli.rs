@@ -143,6 +143,8 @@ pub enum JobCommand {
         /// id and creates nothing.
         #[arg(long)]
         idempotency_key: Option<String>,
+        #[command(flatten)]
+        http: HttpArgs,
     },
     /// Replay a dead job with a fresh retry budget.
     Retry { id: String },
@@ -268,6 +270,26 @@ pub struct ScheduleSpecArgs {
     /// Lease timeout of each job, e.g. 30s.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub timeout: Option<std::time::Duration>,
+    #[command(flatten)]
+    pub http: HttpArgs,
+}
+
+/// An HTTP target: the cluster calls this URL for the job instead of handing
+/// it to a worker (2xx completes it; anything else fails the attempt).
+#[derive(Args, Debug, Clone)]
+pub struct HttpArgs {
+    /// Call this http:// or https:// URL with the payload as the body.
+    #[arg(long, value_name = "URL")]
+    pub http_url: Option<String>,
+    /// GET, POST, PUT, PATCH, DELETE or HEAD (default POST).
+    #[arg(long, requires = "http_url", value_name = "METHOD")]
+    pub http_method: Option<String>,
+    /// A request header NAME=VALUE; repeatable.
+    #[arg(long = "http-header", requires = "http_url", value_name = "NAME=VALUE")]
+    pub http_headers: Vec<String>,
+    /// How long one call may take, e.g. 10s (default 30s).
+    #[arg(long, requires = "http_url", value_parser = humantime::parse_duration)]
+    pub http_timeout: Option<std::time::Duration>,
 }
 
 #[derive(Args, Debug)]

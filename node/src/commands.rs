@@ -124,6 +124,13 @@ fn job_json(job: &proto::Job) -> serde_json::Value {
         })),
         "result": String::from_utf8_lossy(&job.result),
         "last_error": job.last_error,
+        "http": job.http.as_ref().map(|t| serde_json::json!({
+            "url": t.url,
+            "method": t.method,
+            "headers": t.headers,
+            "timeout_ms": t.timeout_ms,
+        })),
+        "schedule_id": job.schedule_id,
     })
 }
 
@@ -146,6 +153,12 @@ fn print_job(job: &proto::Job, output: Output) {
             println!("updated_at: {}", time_text(job.updated_at_ms));
             for (k, v) in &job.headers {
                 println!("header:     {k}={v}");
+            }
+            if let Some(t) = &job.http {
+                println!("http:       {} {} (timeout {} ms)", t.method, t.url, t.timeout_ms);
+            }
+            if !job.schedule_id.is_empty() {
+                println!("schedule:   {}", job.schedule_id);
             }
             if let Some(l) = &job.lease {
                 println!(
@@ -185,6 +198,7 @@ pub async fn job(args: ClientArgs, command: JobCommand) -> Result<(), CliError> 
             backoff,
             timeout,
             idempotency_key,
+            http,
         } => {
             let payload = read_payload(&payload)?;
             let mut job = NewJob::new(queue, payload)
@@ -216,6 +230,9 @@ pub async fn job(args: ClientArgs, command: JobCommand) -> Result<(), CliError> 
                     .split_once('=')
                     .ok_or_else(|| CliError::usage(format!("--header {header:?}: expected KEY=VALUE")))?;
                 job = job.header(k, v);
+            }
+            if let Some(target) = http_target(http)? {
+                job = job.http(target);
             }
             let mut client = connect(&args).await?;
             let id = client.submit(job).await?;
@@ -432,4 +449,25 @@ pub async fn cluster(args: ClientArgs, command: ClusterCommand) -> Result<(), Cl
         }
     }
     Ok(())
+}
+
+/// The HTTP target the `--http-*` flags describe, if `--http-url` is given.
+pub fn http_target(a: crate::cli::HttpArgs) -> Result<Option<sundial_sdk::HttpTarget>, CliError> {
+    let Some(url) = a.http_url else {
+        return Ok(None);
+    };
+    let mut target = sundial_sdk::HttpTarget::post(url);
+    if let Some(method) = a.http_method {
+        target = target.method(method);
+    }
+    if let Some(timeout) = a.http_timeout {
+        target = target.timeout(timeout);
+    }
+    for header in a.http_headers {
+        let (k, v) = header
+            .split_once('=')
+            .ok_or_else(|| CliError::usage(format!("--http-header {header:?}: expected NAME=VALUE")))?;
+        target = target.header(k, v);
+    }
+    Ok(Some(target))
 }

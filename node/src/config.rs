@@ -36,7 +36,27 @@ pub struct FileConfig {
     #[serde(default)]
     pub limits: LimitsSection,
     #[serde(default)]
+    pub executor: ExecutorSection,
+    #[serde(default)]
     pub nodes: Vec<NodeSection>,
+}
+
+/// HTTP targets: the node's executors.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExecutorSection {
+    /// HTTP calls in flight at once per node; 0 turns HTTP targets off
+    /// (submits of HTTP jobs are then refused).
+    pub concurrency: u32,
+}
+
+/// Most executors a node may run.
+const MAX_EXECUTORS: u32 = 1024;
+
+impl Default for ExecutorSection {
+    fn default() -> Self {
+        ExecutorSection { concurrency: 16 }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -178,6 +198,8 @@ pub struct NodeConfig {
     pub limits: LimitsSection,
     /// See `raft.rebalance_leaders` in cluster.toml.
     pub rebalance_leaders: bool,
+    /// HTTP calls in flight at once on this node; 0: HTTP targets are off.
+    pub executor_concurrency: u32,
 }
 
 impl NodeConfig {
@@ -291,6 +313,15 @@ pub fn resolve(file: FileConfig, node_id: u64, overrides: Overrides) -> Result<N
             ),
         ));
     }
+    if file.executor.concurrency > MAX_EXECUTORS {
+        return Err(bad(
+            "executor.concurrency",
+            format!(
+                "{} is over the limit of {MAX_EXECUTORS}",
+                file.executor.concurrency
+            ),
+        ));
+    }
 
     let mut ids = BTreeSet::new();
     let mut addrs = BTreeSet::new();
@@ -362,6 +393,7 @@ pub fn resolve(file: FileConfig, node_id: u64, overrides: Overrides) -> Result<N
         cookie,
         limits,
         rebalance_leaders: r.rebalance_leaders,
+        executor_concurrency: file.executor.concurrency,
     })
 }
 
@@ -376,6 +408,7 @@ pub fn dev(data_dir: PathBuf, client_addr: SocketAddr) -> Result<NodeConfig, Con
         },
         raft: RaftSection::default(),
         limits: LimitsSection::default(),
+        executor: ExecutorSection::default(),
         nodes: vec![NodeSection {
             id: 1,
             client_addr: client_addr.to_string(),

@@ -129,6 +129,7 @@ fn build_spec(a: ScheduleSpecArgs) -> Result<proto::ScheduleSpec, CliError> {
         catch_up: catch_up as i32,
         overlap: overlap as i32,
         jitter_ms: a.jitter.map(|j| j.as_millis() as u64).unwrap_or(0),
+        http: crate::commands::http_target(a.http)?.map(|t| t.into_proto()),
     })
 }
 

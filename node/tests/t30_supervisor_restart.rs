@@ -5,13 +5,12 @@
 //! The node runs in this process (ractor's registry is process-wide, so this
 //! file holds exactly one test).
 
-use std::net::SocketAddr;
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sundial::config;
-use sundial::server::Node;
-use sundial_sdk::{Client, NewJob};
+use sundial_sdk::NewJob;
 
 fn shard_actor_id(shard: u32) -> Option<ractor::ActorId> {
     ractor::registry::where_is(format!("shard-{shard}")).map(|cell| cell.get_id())
@@ -19,22 +18,8 @@ fn shard_actor_id(shard: u32) -> Option<ractor::ActorId> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn t30_shard_actor_panic_under_load_loses_nothing() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let addr: SocketAddr = "127.0.0.1:0".parse().expect("addr");
-    let cfg = config::dev(dir.path().join("data"), addr).expect("dev config");
-    let shard_count = cfg.layout.shard_count;
-    let node = Node::start(cfg).await.expect("start node");
-    let client = Client::connect(&node.client_addr.to_string())
-        .await
-        .expect("connect")
-        .with_timeout(Duration::from_secs(10));
-
-    // Wait for every shard to have its leader (one node: itself).
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !node.gateway.shards().iter().all(|s| s.leader.is_some()) {
-        assert!(Instant::now() < deadline, "shards never elected a leader");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (_dir, node, client) = common::in_process_node().await;
+    let shard_count = node.gateway.layout().shard_count;
 
     let acked = Arc::new(Mutex::new(Vec::new()));
     let errors = Arc::new(Mutex::new(Vec::new()));

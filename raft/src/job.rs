@@ -155,6 +155,23 @@ pub struct Job {
     pub idempotency_until_ms: i64,
     /// The schedule whose firing created this job (same namespace and shard).
     pub schedule_id: Option<String>,
+    /// Where the node's executors deliver the job, instead of a worker.
+    pub http: Option<HttpTarget>,
+}
+
+/// An HTTP endpoint a job calls: the node's executors send the payload as
+/// the request body; a 2xx answer completes the attempt, anything else fails
+/// it (and the job's retry policy applies).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpTarget {
+    /// Absolute `http` or `https` URL.
+    pub url: String,
+    /// Request method, upper case (`POST` by default).
+    pub method: String,
+    /// Request headers, sent as given.
+    pub headers: BTreeMap<String, String>,
+    /// How long one call may take, ms.
+    pub timeout_ms: u64,
 }
 
 impl Job {
@@ -192,6 +209,7 @@ impl Job {
             idempotency_key: None,
             idempotency_until_ms: 0,
             schedule_id: None,
+            http: what.http,
         }
     }
 
@@ -325,6 +343,7 @@ pub(crate) fn sample_job() -> Job {
         idempotency_key: None,
         idempotency_until_ms: 0,
         schedule_id: None,
+        http: None,
     }
 }
 

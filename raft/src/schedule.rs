@@ -23,7 +23,7 @@ use std::str::FromStr;
 use chrono::{TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::job::{JobId, RetryPolicy};
+use crate::job::{HttpTarget, JobId, RetryPolicy};
 
 /// Most late firings one catch-up creates (policy `All`).
 pub const MAX_CATCH_UP: usize = 100;
@@ -74,6 +74,8 @@ pub struct JobTemplate {
     pub priority: i32,
     pub retry: RetryPolicy,
     pub timeout_ms: u64,
+    /// The HTTP target each job calls, if the jobs are not for workers.
+    pub http: Option<HttpTarget>,
 }
 
 /// A stored schedule.
@@ -456,6 +458,7 @@ mod tests {
                 priority: 0,
                 retry: RetryPolicy::default(),
                 timeout_ms: 1_000,
+                http: None,
             },
             catch_up,
             overlap: Overlap::Allow,

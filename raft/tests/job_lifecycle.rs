@@ -82,6 +82,7 @@ fn new_job(n: u64, run_at_ms: i64, max_attempts: u32) -> Job {
         idempotency_key: None,
         idempotency_until_ms: 0,
         schedule_id: None,
+        http: None,
     }
 }
 
@@ -509,6 +510,7 @@ fn ticking(overlap: sundial_raft::schedule::Overlap) -> sundial_raft::schedule::
             priority: 0,
             retry: RetryPolicy::default(),
             timeout_ms: 500,
+            http: None,
         },
         catch_up: CatchUp::One,
         overlap,

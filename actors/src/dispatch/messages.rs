@@ -7,13 +7,13 @@ use sundial_raft::store::{LeaseEntry, TimerEntry};
 use sundial_raft::types::LeaseHolder;
 use sundial_raft::{Job, JobId, NodeId};
 
+use super::state::Want;
 use crate::error::ExecError;
 
-/// A worker session's request for jobs from one shard.
+/// A worker session's (or the executors') request for jobs from one shard.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LeaseRequest {
-    pub namespace: String,
-    pub queues: Vec<String>,
+    pub want: Want,
     /// Most jobs to lease. Zero: lease nothing, only wait (up to `wait_ms`)
     /// until a job is ready, so a caller can wait without holding credits.
     pub max: u32,

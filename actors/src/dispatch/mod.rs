@@ -25,6 +25,7 @@ use sundial_raft::{Job, JobId, NodeId, Raft, ShardId};
 use tokio::task::JoinHandle;
 
 pub use messages::{DispatchMsg, LeaseReply, LeaseRequest};
+pub use state::Want;
 use state::{DispatchState, Parked};
 
 use crate::error::ExecError;
@@ -374,8 +375,7 @@ fn on_lease(
     let now = now_ms();
     let wait = request.wait_ms.min(MAX_WAIT_MS) as i64;
     let parked = Parked {
-        namespace: request.namespace,
-        queues: request.queues,
+        want: request.want,
         max: request.max,
         until_ms: now + wait,
         reply: (request.holder, reply),
@@ -387,14 +387,14 @@ fn on_lease(
     s.state.advance(now);
     if parked.max == 0 {
         // Only waiting for work: answered (with no jobs) once some is ready.
-        if s.state.has_ready(&parked.namespace, &parked.queues) {
+        if s.state.has_ready(&parked.want) {
             let _ = parked.reply.1.send(Ok(Vec::new()));
         } else {
             s.state.park(parked);
         }
         return;
     }
-    let picked = s.state.pick(&parked.namespace, &parked.queues, parked.max);
+    let picked = s.state.pick(&parked.want, parked.max);
     if picked.is_empty() {
         s.state.park(parked);
     } else {

@@ -24,11 +24,23 @@ pub const MAX_ID: JobId = JobId([0xff; 16]);
 /// time, then older id.
 type ReadySet = BTreeSet<(Reverse<i32>, i64, JobId)>;
 
+/// Which ready jobs a lease request takes.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Want {
+    /// Jobs for workers, from these queues of one namespace.
+    Queues { namespace: String, queues: Vec<String> },
+    /// Jobs with an HTTP target, from every queue of every namespace (the
+    /// node's executors ask for these).
+    Http,
+}
+
+/// A ready set's key: (namespace, queue, jobs with an HTTP target).
+type ReadyKey = (String, String, bool);
+
 /// A lease request waiting for jobs.
 #[derive(Debug)]
 pub struct Parked<R> {
-    pub namespace: String,
-    pub queues: Vec<String>,
+    pub want: Want,
     pub max: u32,
     /// When to answer it with nothing, ms.
     pub until_ms: i64,
@@ -41,8 +53,10 @@ pub struct DispatchState<R> {
     horizon: Option<TimeKey>,
     /// Not yet due, by due time.
     timers: BTreeMap<TimeKey, TimerInfo>,
-    /// Due, by (namespace, queue).
-    ready: HashMap<(String, String), ReadySet>,
+    /// Due, by (namespace, queue, http).
+    ready: HashMap<ReadyKey, ReadySet>,
+    /// The keys of the non-empty ready sets of HTTP-target jobs.
+    http_ready: BTreeSet<(String, String)>,
     /// Where each in-memory waiting job is: its key and queue.
     waiting: HashMap<JobId, (TimeKey, TimerInfo, bool)>,
     /// Picked for a lease whose write is under way.
@@ -75,6 +89,7 @@ impl<R> DispatchState<R> {
             horizon: None,
             timers: BTreeMap::new(),
             ready: HashMap::new(),
+            http_ready: BTreeSet::new(),
             waiting: HashMap::new(),
             inflight: HashMap::new(),
             leases: BTreeSet::new(),
@@ -234,27 +249,40 @@ impl<R> DispatchState<R> {
         }
     }
 
-    /// Takes up to `max` ready jobs of `namespace` from `queues`, best first
-    /// across the queues, and marks them in flight.
-    pub fn pick(&mut self, namespace: &str, queues: &[String], max: u32) -> Vec<JobId> {
-        let mut picked = Vec::new();
-        while picked.len() < max as usize {
-            let best = queues
+    /// The ready sets a request may take from, paused queues left out.
+    fn sources(&self, want: &Want) -> Vec<ReadyKey> {
+        let keys: Vec<ReadyKey> = match want {
+            Want::Queues { namespace, queues } => queues
                 .iter()
-                .filter(|q| !self.paused.contains(&(namespace.to_string(), (*q).clone())))
-                .filter_map(|q| {
-                    let set = self.ready.get(&(namespace.to_string(), q.clone()))?;
-                    set.first().map(|first| (*first, q))
-                })
+                .map(|q| (namespace.clone(), q.clone(), false))
+                .collect(),
+            Want::Http => self
+                .http_ready
+                .iter()
+                .map(|(ns, q)| (ns.clone(), q.clone(), true))
+                .collect(),
+        };
+        keys.into_iter()
+            .filter(|(ns, q, _)| !self.paused.contains(&(ns.clone(), q.clone())))
+            .collect()
+    }
+
+    /// Takes up to `max` ready jobs that `want` names, best first across
+    /// its queues, and marks them in flight.
+    pub fn pick(&mut self, want: &Want, max: u32) -> Vec<JobId> {
+        let mut picked = Vec::new();
+        if max == 0 {
+            return picked;
+        }
+        let sources = self.sources(want);
+        while picked.len() < max as usize {
+            let best = sources
+                .iter()
+                .filter_map(|key| self.ready.get(key)?.first().map(|first| (*first, key)))
                 .min_by_key(|(first, _)| *first);
-            let Some((first, queue)) = best else { break };
-            let queue_key = (namespace.to_string(), queue.clone());
-            if let Some(set) = self.ready.get_mut(&queue_key) {
-                set.remove(&first);
-                if set.is_empty() {
-                    self.ready.remove(&queue_key);
-                }
-            }
+            let Some((first, key)) = best else { break };
+            let key = key.clone();
+            self.remove_ready(&key, &first);
             let id = first.2;
             if let Some((key, info, _)) = self.waiting.remove(&id) {
                 self.inflight.insert(id, (key, info));
@@ -262,6 +290,18 @@ impl<R> DispatchState<R> {
             picked.push(id);
         }
         picked
+    }
+
+    fn remove_ready(&mut self, key: &ReadyKey, entry: &(Reverse<i32>, i64, JobId)) {
+        if let Some(set) = self.ready.get_mut(key) {
+            set.remove(entry);
+            if set.is_empty() {
+                self.ready.remove(key);
+                if key.2 {
+                    self.http_ready.remove(&(key.0.clone(), key.1.clone()));
+                }
+            }
+        }
     }
 
     /// A lease write finished: jobs it did not lease that are still in
@@ -279,12 +319,11 @@ impl<R> DispatchState<R> {
         self.parked.push_back(request);
     }
 
-    /// True when a job of `namespace` in one of `queues` is ready to lease.
-    pub fn has_ready(&self, namespace: &str, queues: &[String]) -> bool {
-        queues.iter().any(|q| {
-            let key = (namespace.to_string(), q.clone());
-            !self.paused.contains(&key) && self.ready.get(&key).is_some_and(|set| !set.is_empty())
-        })
+    /// True when a job that `want` names is ready to lease.
+    pub fn has_ready(&self, want: &Want) -> bool {
+        self.sources(want)
+            .iter()
+            .any(|key| self.ready.get(key).is_some_and(|set| !set.is_empty()))
     }
 
     /// Parked requests that can be served now, oldest first, with the jobs
@@ -295,14 +334,14 @@ impl<R> DispatchState<R> {
         let mut still = VecDeque::new();
         while let Some(p) = self.parked.pop_front() {
             if p.max == 0 {
-                if self.has_ready(&p.namespace, &p.queues) {
+                if self.has_ready(&p.want) {
                     served.push((p, Vec::new()));
                 } else {
                     still.push_back(p);
                 }
                 continue;
             }
-            let picked = self.pick(&p.namespace, &p.queues, p.max);
+            let picked = self.pick(&p.want, p.max);
             if picked.is_empty() {
                 still.push_back(p);
             } else {
@@ -377,7 +416,11 @@ impl<R> DispatchState<R> {
     }
 
     fn make_ready(&mut self, key: TimeKey, info: TimerInfo) {
-        let queue = (info.namespace.clone(), info.queue.clone());
+        let queue = (info.namespace.clone(), info.queue.clone(), info.http);
+        if info.http {
+            self.http_ready
+                .insert((info.namespace.clone(), info.queue.clone()));
+        }
         self.ready
             .entry(queue)
             .or_default()
@@ -390,13 +433,8 @@ impl<R> DispatchState<R> {
             return;
         };
         if is_ready {
-            let queue = (info.namespace.clone(), info.queue.clone());
-            if let Some(set) = self.ready.get_mut(&queue) {
-                set.remove(&(Reverse(info.priority), key.0, key.1));
-                if set.is_empty() {
-                    self.ready.remove(&queue);
-                }
-            }
+            let queue = (info.namespace.clone(), info.queue.clone(), info.http);
+            self.remove_ready(&queue, &(Reverse(info.priority), key.0, key.1));
         } else {
             self.timers.remove(&key);
         }
@@ -443,6 +481,7 @@ mod tests {
             namespace: "ns".into(),
             queue: queue.into(),
             priority,
+            http: false,
         }
     }
 
@@ -464,8 +503,11 @@ mod tests {
         }
     }
 
-    fn queues(names: &[&str]) -> Vec<String> {
-        names.iter().map(|s| s.to_string()).collect()
+    fn queues(names: &[&str]) -> Want {
+        Want::Queues {
+            namespace: "ns".into(),
+            queues: names.iter().map(|s| s.to_string()).collect(),
+        }
     }
 
     #[test]
@@ -473,10 +515,10 @@ mod tests {
         let mut s: DispatchState<()> = DispatchState::new(100);
         s.load_timers(vec![entry(100, 1, "q", 0), entry(200, 2, "q", 0)], 1_000, false);
         s.advance(99);
-        assert!(s.pick("ns", &queues(&["q"]), 10).is_empty());
+        assert!(s.pick(&queues(&["q"]), 10).is_empty());
         assert_eq!(s.next_wakeup(), Some(100));
         s.advance(100);
-        assert_eq!(s.pick("ns", &queues(&["q"]), 10), vec![JobId::new(0, 0, 1)]);
+        assert_eq!(s.pick(&queues(&["q"]), 10), vec![JobId::new(0, 0, 1)]);
         assert_eq!(s.next_wakeup(), Some(200));
     }
 
@@ -494,7 +536,7 @@ mod tests {
             false,
         );
         s.advance(10);
-        let picked = s.pick("ns", &queues(&["a", "b"]), 10);
+        let picked = s.pick(&queues(&["a", "b"]), 10);
         let ids: Vec<u64> = picked
             .iter()
             .map(|id| u64::from_be_bytes(id.0[8..].try_into().expect("8 bytes")))
@@ -510,7 +552,7 @@ mod tests {
         s.on_changed(vec![summary(2, JobState::Scheduled, 5_000, None)]);
         assert_eq!(s.held(), 1);
         s.advance(10_000);
-        assert_eq!(s.pick("ns", &queues(&["q"]), 10), vec![JobId::new(0, 0, 1)]);
+        assert_eq!(s.pick(&queues(&["q"]), 10), vec![JobId::new(0, 0, 1)]);
     }
 
     #[test]
@@ -535,7 +577,7 @@ mod tests {
         let h = s.horizon().expect("horizon");
         assert!(h < (30, JobId::new(0, 0, 3)), "horizon {h:?} moved back");
         s.advance(1_000);
-        assert_eq!(s.pick("ns", &queues(&["q"]), 10).len(), 2);
+        assert_eq!(s.pick(&queues(&["q"]), 10).len(), 2);
     }
 
     #[test]
@@ -543,10 +585,10 @@ mod tests {
         let mut s: DispatchState<()> = DispatchState::new(100);
         s.load_timers(vec![entry(1, 1, "q", 0)], 1_000, false);
         s.advance(10);
-        let picked = s.pick("ns", &queues(&["q"]), 1);
+        let picked = s.pick(&queues(&["q"]), 1);
         s.on_changed(vec![summary(1, JobState::Leased, 1, Some((1, 50)))]);
         s.lease_written(&picked);
-        assert!(s.pick("ns", &queues(&["q"]), 1).is_empty(), "not back in ready");
+        assert!(s.pick(&queues(&["q"]), 1).is_empty(), "not back in ready");
         assert!(s.expired(49).is_empty());
         assert_eq!(s.expired(50), vec![(JobId::new(0, 0, 1), 1)]);
         assert!(s.expired(60).is_empty(), "expiry already under way");
@@ -556,7 +598,7 @@ mod tests {
         s.on_changed(vec![summary(1, JobState::Scheduled, 70, None)]);
         assert!(s.expired(1_000).is_empty());
         s.advance(70);
-        assert_eq!(s.pick("ns", &queues(&["q"]), 1).len(), 1);
+        assert_eq!(s.pick(&queues(&["q"]), 1).len(), 1);
     }
 
     #[test]
@@ -564,11 +606,11 @@ mod tests {
         let mut s: DispatchState<()> = DispatchState::new(100);
         s.load_timers(vec![entry(1, 1, "q", 0)], 10, false);
         s.advance(10);
-        let picked = s.pick("ns", &queues(&["q"]), 1);
+        let picked = s.pick(&queues(&["q"]), 1);
         assert_eq!(picked.len(), 1);
         s.lease_written(&picked);
         s.advance(10);
-        assert_eq!(s.pick("ns", &queues(&["q"]), 1), picked);
+        assert_eq!(s.pick(&queues(&["q"]), 1), picked);
     }
 
     #[test]
@@ -577,8 +619,7 @@ mod tests {
         s.load_timers(vec![], 1_000, false);
         for (n, until) in [(1u32, 100i64), (2, 200)] {
             s.park(Parked {
-                namespace: "ns".into(),
-                queues: queues(&["q"]),
+                want: queues(&["q"]),
                 max: 1,
                 until_ms: until,
                 reply: n,
@@ -636,7 +677,7 @@ mod tests {
         s.load_timers(vec![entry(1_600, 2, "q", 0)], 2_000, false);
         s.advance(2_000);
         assert_eq!(
-            s.pick("ns", &queues(&["q"]), 10),
+            s.pick(&queues(&["q"]), 10),
             vec![JobId::new(0, 0, 1)],
             "job 1 is held, job 2 stays leased"
         );
@@ -648,12 +689,9 @@ mod tests {
         s.load_timers(vec![entry(1, 1, "q", 0), entry(2, 2, "other", 0)], 1_000, false);
         s.set_paused("ns".into(), "q".into(), true);
         s.advance(10);
-        assert_eq!(
-            s.pick("ns", &queues(&["q", "other"]), 10),
-            vec![JobId::new(0, 0, 2)]
-        );
+        assert_eq!(s.pick(&queues(&["q", "other"]), 10), vec![JobId::new(0, 0, 2)]);
         s.set_paused("ns".into(), "q".into(), false);
-        assert_eq!(s.pick("ns", &queues(&["q"]), 10), vec![JobId::new(0, 0, 1)]);
+        assert_eq!(s.pick(&queues(&["q"]), 10), vec![JobId::new(0, 0, 1)]);
     }
 
     #[test]
@@ -662,7 +700,48 @@ mod tests {
         s.load_timers(vec![entry(1, 1, "q", 0)], 10, false);
         s.on_changed(vec![summary(1, JobState::Cancelled, 1, None)]);
         s.advance(10);
-        assert!(s.pick("ns", &queues(&["q"]), 1).is_empty());
+        assert!(s.pick(&queues(&["q"]), 1).is_empty());
         assert_eq!(s.held(), 0);
+    }
+    #[test]
+    fn http_jobs_go_to_executors_only_and_obey_pauses() {
+        let mut s: DispatchState<()> = DispatchState::new(100);
+        let http = |n: u64, ns: &str, queue: &str, priority: i32| TimerEntry {
+            run_at_ms: n as i64,
+            id: JobId::new(0, 0, n),
+            info: TimerInfo {
+                namespace: ns.into(),
+                queue: queue.into(),
+                priority,
+                http: true,
+            },
+        };
+        s.load_timers(
+            vec![
+                entry(1, 1, "q", 0),
+                http(2, "ns", "q", 0),
+                http(3, "other", "hooks", 5),
+            ],
+            1_000,
+            false,
+        );
+        s.advance(10);
+        assert!(s.has_ready(&Want::Http));
+        assert_eq!(
+            s.pick(&queues(&["q"]), 10),
+            vec![JobId::new(0, 0, 1)],
+            "worker jobs only"
+        );
+        s.set_paused("other".into(), "hooks".into(), true);
+        assert_eq!(
+            s.pick(&Want::Http, 10),
+            vec![JobId::new(0, 0, 2)],
+            "any namespace, not paused"
+        );
+        assert!(!s.has_ready(&Want::Http));
+        s.set_paused("other".into(), "hooks".into(), false);
+        assert!(s.has_ready(&Want::Http));
+        assert_eq!(s.pick(&Want::Http, 10), vec![JobId::new(0, 0, 3)]);
+        assert!(!s.has_ready(&Want::Http));
     }
 }

@@ -1,5 +1,6 @@
 //! The supervision tree: `NodeSupervisor` → `ShardSupervisor` → `ShardActor`s,
-//! and `NodeSupervisor` → `Gateway`.
+//! `NodeSupervisor` → `Gateway`, and `NodeSupervisor` → `ExecutorSupervisor`
+//! → `Executor`s (HTTP targets, `crate::executor`).
 
 mod node;
 mod policy;
@@ -7,6 +8,6 @@ mod rebalance;
 mod shard;
 
 pub use node::{NodeSupervisor, NodeSupervisorArgs};
-pub use policy::{Decision, RestartPolicy, RestartTracker};
+pub use policy::{stopped_child, Decision, RestartPolicy, RestartTracker};
 pub use rebalance::{should_reclaim, RebalancePolicy, ShardSight};
 pub use shard::{ShardSupervisor, ShardSupervisorArgs, ShardSupervisorMsg};

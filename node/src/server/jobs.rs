@@ -4,10 +4,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sundial_actors::executor::call::check_target;
 use sundial_actors::GatewayHandle;
 use sundial_proto::v1 as pb;
 use sundial_proto::v1::job_service_server::JobService;
-use sundial_raft::job::RetryPolicy;
+use sundial_raft::job::{HttpTarget, RetryPolicy};
 use sundial_raft::schedule::JobTemplate;
 use sundial_raft::store::JobFilter;
 use sundial_raft::{Job, JobId, JobState};
@@ -186,7 +187,34 @@ pub fn job_to_proto(job: Job) -> pb::Job {
         result: job.result.unwrap_or_default(),
         last_error: job.last_error.unwrap_or_default(),
         idempotency_key: job.idempotency_key.unwrap_or_default(),
+        http: job.http.map(http_to_proto),
+        schedule_id: job.schedule_id.unwrap_or_default(),
     }
+}
+
+pub fn http_to_proto(t: HttpTarget) -> pb::HttpTarget {
+    pb::HttpTarget {
+        url: t.url,
+        method: t.method,
+        headers: t.headers.into_iter().collect(),
+        timeout_ms: t.timeout_ms,
+    }
+}
+
+/// Checks a request's HTTP target and fills in its defaults. Refused when
+/// this node runs no executors (`executor.concurrency = 0`).
+pub fn http_target(cfg: &NodeConfig, given: Option<pb::HttpTarget>) -> Result<Option<HttpTarget>, Status> {
+    let Some(t) = given else {
+        return Ok(None);
+    };
+    if cfg.executor_concurrency == 0 {
+        return Err(Status::failed_precondition(
+            "http: HTTP targets are turned off on this cluster (executor.concurrency = 0)",
+        ));
+    }
+    check_target(&t.url, &t.method, t.headers.into_iter().collect(), t.timeout_ms)
+        .map(Some)
+        .map_err(|bad| invalid(bad.field, bad.message))
 }
 
 /// A list's page size: default when 0, checked against the limit.
@@ -315,6 +343,7 @@ impl JobApi {
         };
         let retry = retry_policy(req.retry)?;
         let timeout_ms = timeout_ms(req.timeout_ms)?;
+        let http = http_target(&self.cfg, req.http)?;
         let idempotency_key = match req.idempotency_key.as_str() {
             "" => None,
             key if key.len() > MAX_IDEMPOTENCY_KEY_BYTES => {
@@ -338,6 +367,7 @@ impl JobApi {
             priority: req.priority,
             retry,
             timeout_ms,
+            http,
         };
         let mut job = Job::new(id, namespace, what, run_at_ms, now);
         if idempotency_key.is_some() {

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::Actor;
+use sundial_actors::executor::{ExecutorConfig, ExecutorProbe};
 use sundial_actors::supervisor::{NodeSupervisor, NodeSupervisorArgs, RebalancePolicy, RestartPolicy};
 use sundial_actors::GatewayHandle;
 use sundial_proto::v1::cluster_service_server::ClusterServiceServer;
@@ -39,6 +40,8 @@ pub struct Node {
     /// Where peers send Raft messages.
     pub raft_addr: SocketAddr,
     pub gateway: GatewayHandle,
+    /// Fault injection into, and counters of, the HTTP executors (tests).
+    pub executor_probe: Arc<ExecutorProbe>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -82,6 +85,15 @@ impl Node {
         }
         let gateway = GatewayHandle::new(layout.clone(), store.clone(), registry.clone());
         let store_for_shutdown = store.clone();
+        let executor_probe = Arc::new(ExecutorProbe::default());
+        let executor = (cfg.executor_concurrency > 0).then(|| {
+            let config = ExecutorConfig {
+                concurrency: cfg.executor_concurrency,
+                max_result_bytes: cfg.limits.max_payload_bytes,
+                policy: RestartPolicy::default(),
+            };
+            (config, executor_probe.clone())
+        });
         let (supervisor, supervisor_done) = Actor::spawn(
             Some("node-supervisor".into()),
             NodeSupervisor,
@@ -93,6 +105,7 @@ impl Node {
                 policy: RestartPolicy::default(),
                 rebalance: cfg.rebalance_leaders.then(RebalancePolicy::default),
                 gateway: gateway.clone(),
+                executor,
             },
         )
         .await
@@ -172,6 +185,7 @@ impl Node {
             client_addr,
             raft_addr,
             gateway,
+            executor_probe,
             shutdown,
             task,
         })

@@ -11,7 +11,8 @@ use sundial_raft::types::Op;
 use tonic::{Request, Response, Status};
 
 use super::jobs::{
-    check_headers, check_name, deadline, namespace_or_default, now_ms, page_size, retry_policy, timeout_ms,
+    check_headers, check_name, deadline, http_target, http_to_proto, namespace_or_default, now_ms, page_size,
+    retry_policy, timeout_ms,
 };
 use super::status::{from_gateway, invalid};
 use crate::config::NodeConfig;
@@ -113,6 +114,7 @@ impl ScheduleApi {
                 priority: spec.priority,
                 retry: retry_policy(spec.retry)?,
                 timeout_ms: timeout_ms(spec.timeout_ms)?,
+                http: http_target(&self.cfg, spec.http)?,
             },
             catch_up,
             overlap,
@@ -222,6 +224,7 @@ pub fn schedule_to_proto(gateway: &GatewayHandle, s: Schedule) -> pb::Schedule {
                 Overlap::BufferOne => pb::Overlap::BufferOne,
             } as i32,
             jitter_ms: s.jitter_ms,
+            http: t.http.map(http_to_proto),
         }),
         shard,
         paused: s.paused,

@@ -1,14 +1,9 @@
 //! `WorkerService`: worker streams and the unary attempt operations.
 //!
-//! A stream is one *session* on this node. The session keeps one long-poll
-//! lease request per shard going (through the gateway, so every shard is
-//! served whoever leads it) and never holds more jobs than the worker's
-//! credits: a semaphore with one permit per credit, taken before asking and
-//! given back when a job is completed, failed or cancelled, or when a poll
-//! brings fewer jobs than it asked for. A poller holds no credits while it
-//! waits: it first waits on the leader for its shard to have ready jobs (a
-//! lease request for zero jobs), then takes credits and leases at once, so
-//! credits never sit with a shard that has nothing to give.
+//! A stream is one *session* on this node. The session leases jobs through a
+//! lease feed (`sundial_actors::lease_feed`: one long-poll request per shard,
+//! never more jobs than the worker's credits) and gives a credit back when a
+//! job is completed, failed or cancelled.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -16,14 +11,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::Stream;
-use sundial_actors::dispatch::LeaseRequest;
+use sundial_actors::dispatch::{LeaseRequest, Want};
 use sundial_actors::gateway::WorkerNotice;
+use sundial_actors::lease_feed::{self, JobSink};
 use sundial_actors::GatewayHandle;
 use sundial_proto::v1 as pb;
 use sundial_proto::v1::worker_message::Kind as WorkerKind;
 use sundial_proto::v1::worker_service_server::WorkerService;
 use sundial_raft::types::{LeaseHolder, Op};
-use sundial_raft::{JobId, ShardId};
+use sundial_raft::JobId;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
@@ -36,10 +32,6 @@ use super::status::{from_gateway, invalid};
 const MAX_CREDITS: u32 = 1000;
 /// How long an attempt operation may take before the worker hears an error.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a poller waits on the leader for ready jobs in one request.
-const LONG_POLL: Duration = Duration::from_secs(5);
-/// Most jobs one lease request asks for.
-const MAX_BATCH: u32 = 64;
 
 pub struct WorkerApi {
     gateway: GatewayHandle,
@@ -261,26 +253,20 @@ impl Session {
             node,
             session: guard.id,
         };
-        let shard_count = self.gateway.layout().shard_count;
-        let mut pollers = JoinSet::new();
-        for shard in 0..shard_count {
-            let poller = Poller {
-                shard,
-                gateway: self.gateway.clone(),
-                request: LeaseRequest {
-                    namespace: self.hello.namespace.clone(),
-                    queues: self.hello.queues.clone(),
-                    max: 1,
-                    holder: holder.clone(),
-                    wait_ms: 0,
-                },
-                fair_share: self.hello.credits.div_ceil(shard_count.max(1)).max(1),
-                slots: slots.clone(),
-                held: self.held.clone(),
-                out: self.out.clone(),
-            };
-            pollers.spawn(poller.run());
-        }
+        let request = LeaseRequest {
+            want: Want::Queues {
+                namespace: self.hello.namespace.clone(),
+                queues: self.hello.queues.clone(),
+            },
+            max: 1,
+            holder,
+            wait_ms: 0,
+        };
+        let sink = Arc::new(SessionSink {
+            held: self.held.clone(),
+            out: self.out.clone(),
+        });
+        let mut pollers = lease_feed::start(&self.gateway, request, slots.clone(), self.hello.credits, sink);
         let mut ops = JoinSet::new();
         loop {
             tokio::select! {
@@ -426,87 +412,19 @@ fn ack_kind(id: String, token: u32, result: Result<sundial_raft::Job, Status>) -
     pb::node_message::Kind::Ack(ack)
 }
 
-/// Keeps one lease request going to one shard while the worker has room.
-struct Poller {
-    shard: ShardId,
-    gateway: GatewayHandle,
-    request: LeaseRequest,
-    /// Slots this poller takes without looking at the others; it takes more
-    /// only when they are free and its last poll came back full.
-    fair_share: u32,
-    slots: Arc<Semaphore>,
+/// Hands a worker's leased jobs to its stream, remembering each one's token.
+struct SessionSink {
     held: Arc<Mutex<HashMap<JobId, u32>>>,
     out: Out,
 }
 
-impl Poller {
-    async fn run(mut self) {
-        let mut hot = false;
-        let mut backoff = Duration::from_millis(50);
-        loop {
-            if !hot {
-                // Wait, holding no credits, until the shard has work.
-                let mut wait = self.request.clone();
-                wait.max = 0;
-                wait.wait_ms = LONG_POLL.as_millis() as u64;
-                let deadline = Instant::now() + LONG_POLL + ATTEMPT_TIMEOUT;
-                if let Err(e) = self.gateway.lease(self.shard, wait, deadline).await {
-                    tracing::debug!(shard = self.shard, error = %e, "waiting for work failed, retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                    continue;
-                }
-            }
-            let Ok(first) = self.slots.clone().acquire_owned().await else {
-                return;
-            };
-            first.forget();
-            let mut taken = 1u32;
-            let limit = if hot {
-                MAX_BATCH
-            } else {
-                self.fair_share.min(MAX_BATCH)
-            };
-            while taken < limit {
-                match self.slots.try_acquire() {
-                    Ok(p) => {
-                        p.forget();
-                        taken += 1;
-                    }
-                    Err(_) => break,
-                }
-            }
-            self.request.max = taken;
-            self.request.wait_ms = 0;
-            let deadline = Instant::now() + ATTEMPT_TIMEOUT;
-            match self
-                .gateway
-                .lease(self.shard, self.request.clone(), deadline)
-                .await
-            {
-                Ok(jobs) => {
-                    backoff = Duration::from_millis(50);
-                    let got = jobs.len() as u32;
-                    hot = got == taken;
-                    self.slots.add_permits(taken.saturating_sub(got) as usize);
-                    for job in jobs {
-                        if let Some(lease) = &job.lease {
-                            let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-                            held.insert(job.id, lease.token);
-                        }
-                        let kind = pb::node_message::Kind::Job(job_to_proto(job));
-                        if self.out.send(message(kind)).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-                Err(e) => {
-                    self.slots.add_permits(taken as usize);
-                    tracing::debug!(shard = self.shard, error = %e, "lease request failed, retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                }
-            }
+impl JobSink for SessionSink {
+    async fn deliver(&self, job: sundial_raft::Job) -> bool {
+        if let Some(lease) = &job.lease {
+            let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+            held.insert(job.id, lease.token);
         }
+        let kind = pb::node_message::Kind::Job(job_to_proto(job));
+        self.out.send(message(kind)).await.is_ok()
     }
 }

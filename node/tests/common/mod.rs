@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod http;
 pub mod worker;
 
 use std::net::TcpListener;
@@ -23,6 +24,26 @@ pub fn free_ports(n: usize) -> Vec<u16> {
         .iter()
         .map(|l| l.local_addr().expect("local addr").port())
         .collect()
+}
+
+/// A one-node `sundial dev` cluster running in this test's process (for
+/// tests that inject faults through the node's handles), ready when every
+/// shard has its leader, and a client of it. The temp dir holds its data.
+pub async fn in_process_node() -> (tempfile::TempDir, sundial::server::Node, Client) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let addr: std::net::SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    let cfg = sundial::config::dev(dir.path().join("data"), addr).expect("dev config");
+    let node = sundial::server::Node::start(cfg).await.expect("start node");
+    let client = Client::connect(&node.client_addr.to_string())
+        .await
+        .expect("connect")
+        .with_timeout(Duration::from_secs(10));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !node.gateway.shards().iter().all(|s| s.leader.is_some()) {
+        assert!(Instant::now() < deadline, "shards never elected a leader");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (dir, node, client)
 }
 
 pub struct NodeSpec {

@@ -20,6 +20,20 @@ pub struct TimerInfo {
     pub namespace: String,
     pub queue: String,
     pub priority: i32,
+    /// The job calls an HTTP target (the node's executors lease it), not a
+    /// worker.
+    pub http: bool,
+}
+
+impl TimerInfo {
+    pub fn of(job: &Job) -> TimerInfo {
+        TimerInfo {
+            namespace: job.namespace.clone(),
+            queue: job.queue.clone(),
+            priority: job.priority,
+            http: job.http.is_some(),
+        }
+    }
 }
 
 /// A job as the dispatcher needs to see it.
@@ -39,11 +53,7 @@ impl JobSummary {
             id: job.id,
             state: job.state,
             run_at_ms: job.run_at_ms,
-            timer: TimerInfo {
-                namespace: job.namespace.clone(),
-                queue: job.queue.clone(),
-                priority: job.priority,
-            },
+            timer: TimerInfo::of(job),
             lease: match (&job.lease, job.state) {
                 (Some(l), JobState::Leased) => Some((l.token, l.deadline_ms)),
                 _ => None,

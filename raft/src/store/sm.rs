@@ -150,11 +150,7 @@ impl StateMachine {
             }
         }
         if job.is_waiting() {
-            let info = TimerInfo {
-                namespace: job.namespace.clone(),
-                queue: job.queue.clone(),
-                priority: job.priority,
-            };
+            let info = TimerInfo::of(job);
             batch.put_cf(
                 sm,
                 time_key(job.run_at_ms, &job.id),

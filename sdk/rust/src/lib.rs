@@ -49,6 +49,42 @@ impl Error {
 }
 
 /// A job to submit. Built with [`NewJob::new`] and its setters.
+/// An HTTP endpoint a job calls (see [`NewJob::http`]).
+#[derive(Clone, Debug)]
+pub struct HttpTarget(proto::HttpTarget);
+
+impl HttpTarget {
+    /// A `POST` to `url` with a 30 s timeout.
+    pub fn post(url: impl Into<String>) -> HttpTarget {
+        HttpTarget(proto::HttpTarget {
+            url: url.into(),
+            method: "POST".into(),
+            ..Default::default()
+        })
+    }
+
+    /// GET, POST, PUT, PATCH, DELETE or HEAD.
+    pub fn method(mut self, method: impl Into<String>) -> HttpTarget {
+        self.0.method = method.into();
+        self
+    }
+
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> HttpTarget {
+        self.0.headers.insert(name.into(), value.into());
+        self
+    }
+
+    /// How long one call may take.
+    pub fn timeout(mut self, timeout: Duration) -> HttpTarget {
+        self.0.timeout_ms = timeout.as_millis().try_into().unwrap_or(u64::MAX);
+        self
+    }
+
+    pub fn into_proto(self) -> proto::HttpTarget {
+        self.0
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct NewJob {
     request: proto::SubmitJobRequest,
@@ -124,6 +160,14 @@ impl NewJob {
     /// How long a lease lasts without a heartbeat (default 30 s).
     pub fn timeout(mut self, timeout: Duration) -> NewJob {
         self.request.timeout_ms = timeout.as_millis() as u64;
+        self
+    }
+
+    /// Deliver the job by calling `target` instead of giving it to a worker:
+    /// the cluster's executors send the payload to it, and a 2xx answer
+    /// completes the job.
+    pub fn http(mut self, target: HttpTarget) -> NewJob {
+        self.request.http = Some(target.0);
         self
     }
 
