@@ -185,6 +185,14 @@ pub enum QueueCommand {
     Resume(QueueArgs),
     /// Jobs of the queue by state.
     Stats(QueueArgs),
+    /// Most jobs of the queue leased at once across the cluster.
+    Limit {
+        #[command(flatten)]
+        queue: QueueArgs,
+        /// The limit; 0 removes it.
+        #[arg(long)]
+        concurrency: u32,
+    },
 }
 
 #[derive(Args, Debug)]

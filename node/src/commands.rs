@@ -317,6 +317,14 @@ pub async fn queue(args: ClientArgs, command: QueueCommand) -> Result<(), CliErr
         QueueCommand::Pause(q) => client.pause_queue(&q.namespace, &q.queue).await?,
         QueueCommand::Resume(q) => client.resume_queue(&q.namespace, &q.queue).await?,
         QueueCommand::Stats(q) => client.queue_stats(&q.namespace, &q.queue).await?,
+        QueueCommand::Limit {
+            queue: q,
+            concurrency,
+        } => {
+            client
+                .set_queue_concurrency(&q.namespace, &q.queue, concurrency)
+                .await?
+        }
     };
     match args.output {
         Output::Json => println!(
@@ -325,11 +333,16 @@ pub async fn queue(args: ClientArgs, command: QueueCommand) -> Result<(), CliErr
                 "namespace": stats.namespace, "queue": stats.queue, "paused": stats.paused,
                 "scheduled": stats.scheduled, "ready": stats.ready, "leased": stats.leased,
                 "succeeded": stats.succeeded, "dead": stats.dead, "cancelled": stats.cancelled,
+                "concurrency_limit": (stats.concurrency_limit > 0).then_some(stats.concurrency_limit),
             })
         ),
         Output::Table => {
+            let limit = match stats.concurrency_limit {
+                0 => String::new(),
+                n => format!(" (at most {n} leased at once)"),
+            };
             println!(
-                "queue {}/{}{}",
+                "queue {}/{}{}{limit}",
                 stats.namespace,
                 stats.queue,
                 if stats.paused { " (PAUSED)" } else { "" }

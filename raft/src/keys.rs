@@ -13,6 +13,7 @@
 //!   kind `S`  | ns len u8 | ns | schedule id                → encoded Schedule
 //!   kind `F`  | next fire (u64, sign-flipped) | ns len u8 | ns | schedule id → () (active schedules)
 //!   kind `C`  | ns len u8 | ns | queue                      → encoded QueueConfig (on every shard)
+//!   kind `K`  | ns len u8 | ns | queue                      → encoded QuotaTable (queue's home shard)
 //!   kind `A`  applied log id; kind `M` last membership (state machine meta)
 
 use crate::job::{JobId, ShardId};
@@ -33,6 +34,7 @@ pub const SM_IDEMPOTENCY: u8 = b'I';
 pub const SM_SCHEDULE: u8 = b'S';
 pub const SM_FIRE: u8 = b'F';
 pub const SM_QUEUE_CONFIG: u8 = b'C';
+pub const SM_QUOTA: u8 = b'K';
 pub const SM_NAMESPACE: u8 = b'N';
 pub const SM_APPLIED: u8 = b'A';
 pub const SM_MEMBERSHIP: u8 = b'M';
@@ -144,6 +146,14 @@ pub fn idempotency_key(shard: ShardId, namespace: &str, key: &str) -> Vec<u8> {
 
 pub fn queue_config_key(shard: ShardId, namespace: &str, queue: &str) -> Vec<u8> {
     let mut k = sm_key(shard, SM_QUEUE_CONFIG);
+    push_short(&mut k, namespace);
+    k.extend_from_slice(queue.as_bytes());
+    k
+}
+
+/// Where a queue's home shard keeps its concurrency grants.
+pub fn quota_key(shard: ShardId, namespace: &str, queue: &str) -> Vec<u8> {
+    let mut k = sm_key(shard, SM_QUOTA);
     push_short(&mut k, namespace);
     k.extend_from_slice(queue.as_bytes());
     k

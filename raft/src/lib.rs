@@ -19,6 +19,7 @@ pub mod group;
 pub mod job;
 pub mod keys;
 pub mod network;
+pub mod quota;
 pub mod schedule;
 pub mod store;
 pub mod types;

@@ -6,6 +6,7 @@ use std::io::Cursor;
 use serde::{Deserialize, Serialize};
 
 use crate::job::{Job, JobId, JobState};
+use crate::quota::{QuotaAnswer, QuotaReport};
 use crate::schedule::Schedule;
 
 /// Node ids are small integers named in `cluster.toml`.
@@ -135,12 +136,20 @@ pub enum Op {
         namespace: String,
         id: String,
     },
-    /// Pause or resume a queue on this shard (the gateway writes it to every
-    /// shard): no new leases of its jobs while paused.
+    /// Change a queue's settings on this shard (the gateway writes it to
+    /// every shard); unset fields keep their value.
     SetQueue {
         namespace: String,
         queue: String,
-        config: QueueConfig,
+        patch: QueuePatch,
+        at_ms: i64,
+    },
+    /// A shard leader's report about a queue with a concurrency limit, to
+    /// the queue's home shard (see `crate::quota`).
+    Quota {
+        namespace: String,
+        queue: String,
+        report: QuotaReport,
     },
     /// Fire a schedule whose next firing is `expected_ms`: create `jobs` (one
     /// per nominal time, prepared by the leader), count `dropped` late
@@ -160,8 +169,32 @@ pub enum Op {
 /// Settings of one queue, kept on every shard.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueConfig {
+    /// No new leases while paused.
     pub paused: bool,
+    /// Most jobs of the queue leased at once, cluster-wide; `None`: no limit.
+    pub concurrency: Option<u32>,
     pub updated_at_ms: i64,
+}
+
+/// A change of queue settings; `None` keeps a setting as it is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuePatch {
+    pub paused: Option<bool>,
+    /// `Some(0)` removes the limit.
+    pub concurrency: Option<u32>,
+}
+
+impl QueueConfig {
+    pub fn patched(mut self, patch: QueuePatch, at_ms: i64) -> QueueConfig {
+        if let Some(paused) = patch.paused {
+            self.paused = paused;
+        }
+        if let Some(limit) = patch.concurrency {
+            self.concurrency = (limit > 0).then_some(limit);
+        }
+        self.updated_at_ms = at_ms;
+        self
+    }
 }
 
 /// Who a lease goes to.
@@ -209,6 +242,8 @@ pub enum OpResult {
     ScheduleExists(Box<Schedule>),
     /// A queue's settings as stored now.
     Queue(QueueConfig),
+    /// The queue's home shard answered a quota report.
+    Quota(QuotaAnswer),
     /// A firing was applied: how many jobs it created.
     Fired { created: u32 },
     /// A firing the schedule no longer expects (already fired, paused,

@@ -758,3 +758,62 @@ async fn one_entry_with_the_same_key_twice_creates_one_job() {
         ]
     );
 }
+
+#[tokio::test]
+async fn queue_settings_merge_and_the_home_shard_grants_within_the_limit() {
+    use sundial_raft::quota::{QuotaAnswer, QuotaReport};
+    use sundial_raft::types::QueuePatch;
+    let mut h = Harness::new();
+    let set = |paused: Option<bool>, concurrency: Option<u32>, at_ms: i64| Op::SetQueue {
+        namespace: "default".into(),
+        queue: "q".into(),
+        patch: QueuePatch { paused, concurrency },
+        at_ms,
+    };
+    let quota = |shard: u32, epoch: u64, keep: Option<u32>, want: u32| Op::Quota {
+        namespace: "default".into(),
+        queue: "q".into(),
+        report: QuotaReport {
+            shard,
+            epoch,
+            keep,
+            want,
+            used: 0,
+        },
+    };
+    // No limit yet: the home shard says so.
+    assert_eq!(
+        h.apply(quota(1, 1, None, 5)).await,
+        OpResult::Quota(QuotaAnswer::Unlimited)
+    );
+    h.apply(set(Some(true), None, 10)).await;
+    let OpResult::Queue(config) = h.apply(set(None, Some(4), 20)).await else {
+        panic!("queue settings expected");
+    };
+    assert!(config.paused, "setting a limit keeps the pause");
+    assert_eq!(config.concurrency, Some(4));
+    assert_eq!(
+        h.apply(quota(1, 1, None, 3)).await,
+        OpResult::Quota(QuotaAnswer::Granted { grant: 3, share: 3 })
+    );
+    assert_eq!(
+        h.apply(quota(2, 1, None, 3)).await,
+        OpResult::Quota(QuotaAnswer::Granted { grant: 1, share: 2 })
+    );
+    // A deposed leader of shard 1 changes nothing once a newer one reported.
+    h.apply(quota(1, 2, Some(3), 3)).await;
+    assert_eq!(
+        h.apply(quota(1, 1, Some(0), 0)).await,
+        OpResult::Quota(QuotaAnswer::Stale)
+    );
+    // The table survives in RocksDB: the next report sees shard 1's grant.
+    assert_eq!(
+        h.apply(quota(2, 1, Some(1), 3)).await,
+        OpResult::Quota(QuotaAnswer::Granted { grant: 1, share: 2 })
+    );
+    let OpResult::Queue(config) = h.apply(set(None, Some(0), 30)).await else {
+        panic!("queue settings expected");
+    };
+    assert_eq!(config.concurrency, None, "0 removes the limit");
+    assert!(config.paused);
+}

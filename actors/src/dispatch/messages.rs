@@ -2,9 +2,10 @@
 
 use ractor::RpcReplyPort;
 use serde::{Deserialize, Serialize};
+use sundial_raft::quota::QuotaAnswer;
 use sundial_raft::store::events::ShardEvent;
 use sundial_raft::store::{LeaseEntry, TimerEntry};
-use sundial_raft::types::LeaseHolder;
+use sundial_raft::types::{LeaseHolder, QueueConfig};
 use sundial_raft::{Job, JobId, NodeId};
 
 use super::state::Want;
@@ -40,8 +41,8 @@ pub enum DispatchMsg {
         leases: Option<Vec<LeaseEntry>>,
         /// Every active schedule: (next firing, namespace, id).
         schedules: Option<Vec<(i64, String, String)>>,
-        /// Every paused queue: (namespace, queue).
-        paused: Option<Vec<(String, String)>>,
+        /// Every queue with settings: (namespace, queue, settings).
+        queues: Option<Vec<(String, String, QueueConfig)>>,
     },
     /// Reading the indexes failed; try again.
     LoadFailed { epoch: u64, error: String },
@@ -55,6 +56,12 @@ pub enum DispatchMsg {
     ExpiryFailed(JobId),
     /// A schedule's firing ended without a change (failed or nothing due).
     FireDone { namespace: String, id: String },
+    /// A queue's home shard answered a quota report (`None`: not written).
+    QuotaAnswered {
+        epoch: u64,
+        queue: (String, String),
+        answer: Option<QuotaAnswer>,
+    },
     /// Time to look at timers, leases and parked requests.
     Tick,
 }

@@ -13,10 +13,11 @@ mod messages;
 mod state;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use sundial_raft::job::now_ms;
+use sundial_raft::quota::{self, QuotaReport};
 use sundial_raft::schedule::Schedule;
 use sundial_raft::store::events::ShardEvent;
 use sundial_raft::store::NodeStore;
@@ -26,9 +27,10 @@ use tokio::task::JoinHandle;
 
 pub use messages::{DispatchMsg, LeaseReply, LeaseRequest};
 pub use state::Want;
-use state::{DispatchState, Parked};
+use state::{DispatchState, Parked, QuotaRequest};
 
 use crate::error::ExecError;
+use crate::gateway::GatewayHandle;
 use crate::shard::ShardHandle;
 
 /// How far ahead the in-memory window of waiting jobs reaches.
@@ -52,12 +54,14 @@ pub struct DispatchArgs {
     pub node_id: NodeId,
     pub raft: Raft,
     pub store: Arc<NodeStore>,
+    pub gateway: GatewayHandle,
 }
 
 pub struct DispatcherState {
     shard: ShardId,
     node_id: NodeId,
     store: Arc<NodeStore>,
+    gateway: GatewayHandle,
     /// Bumped whenever leadership changes or the shard is reset; loads and
     /// events of an older epoch are dropped.
     epoch: u64,
@@ -90,6 +94,7 @@ impl Actor for Dispatcher {
             shard: args.shard,
             node_id: args.node_id,
             store: args.store,
+            gateway: args.gateway,
             epoch: 0,
             leading: None,
             leader: None,
@@ -133,7 +138,7 @@ impl Actor for Dispatcher {
                 full,
                 leases,
                 schedules,
-                paused,
+                queues,
             } => {
                 if epoch != s.epoch {
                     return Ok(());
@@ -146,8 +151,10 @@ impl Actor for Dispatcher {
                 if let Some(schedules) = schedules {
                     s.state.load_schedules(schedules);
                 }
-                for (namespace, queue) in paused.into_iter().flatten() {
-                    s.state.set_paused(namespace, queue, true);
+                for (namespace, queue, config) in queues.into_iter().flatten() {
+                    s.state
+                        .set_limit((namespace.clone(), queue.clone()), config.concurrency);
+                    s.state.set_paused(namespace, queue, config.paused);
                 }
                 if !s.loaded {
                     s.loaded = true;
@@ -186,6 +193,11 @@ impl Actor for Dispatcher {
             DispatchMsg::LeaseWritten { picked } => s.state.lease_written(&picked),
             DispatchMsg::ExpiryFailed(id) => s.state.expiry_failed(&id),
             DispatchMsg::FireDone { namespace, id } => s.state.fire_done(&namespace, &id),
+            DispatchMsg::QuotaAnswered { epoch, queue, answer } => {
+                if epoch == s.epoch {
+                    s.state.quota_answered(&queue, answer);
+                }
+            }
             DispatchMsg::Tick => s.armed = None,
         }
         process(&myself, s);
@@ -306,26 +318,20 @@ fn start_load(myself: &ActorRef<DispatchMsg>, s: &mut DispatcherState, first: bo
     tokio::task::spawn_blocking(move || {
         let read = || -> Result<_, sundial_raft::store::StoreError> {
             let timers = store.scan_timers(shard, after, until_ms, room)?;
-            let (leases, schedules, paused) = if first {
-                let paused = store
-                    .scan_queue_configs(shard)?
-                    .into_iter()
-                    .filter(|(_, _, config)| config.paused)
-                    .map(|(ns, queue, _)| (ns, queue))
-                    .collect();
+            let (leases, schedules, queues) = if first {
                 (
                     Some(store.scan_leases(shard)?),
                     Some(store.scan_fires(shard)?),
-                    Some(paused),
+                    Some(store.scan_queue_configs(shard)?),
                 )
             } else {
                 (None, None, None)
             };
-            Ok((timers, leases, schedules, paused))
+            Ok((timers, leases, schedules, queues))
         };
         let msg = match read() {
-            Ok((timers, leases, schedules, paused)) => DispatchMsg::Loaded {
-                paused,
+            Ok((timers, leases, schedules, queues)) => DispatchMsg::Loaded {
+                queues,
                 epoch,
                 full: timers.len() >= room,
                 timers,
@@ -351,8 +357,10 @@ fn on_event(myself: &ActorRef<DispatchMsg>, s: &mut DispatcherState, event: Shar
         } => {
             s.state.on_changed(jobs);
             s.state.on_schedules(schedules);
-            for (namespace, queue, paused) in queues {
-                s.state.set_paused(namespace, queue, paused);
+            for (namespace, queue, config) in queues {
+                s.state
+                    .set_limit((namespace.clone(), queue.clone()), config.concurrency);
+                s.state.set_paused(namespace, queue, config.paused);
             }
         }
         ShardEvent::Reset => restart_epoch(myself, s),
@@ -455,6 +463,11 @@ fn process(myself: &ActorRef<DispatchMsg>, s: &mut DispatcherState) {
     }
     let now = now_ms();
     s.state.advance(now);
+    if let Some(term) = s.leading {
+        for request in s.state.quota_reports(now) {
+            report_quota(myself, s, term, request);
+        }
+    }
     for (parked, picked) in s.state.serve_parked() {
         let (holder, reply) = parked.reply;
         if picked.is_empty() {
@@ -501,6 +514,47 @@ fn process(myself: &ActorRef<DispatchMsg>, s: &mut DispatcherState) {
             myself.send_after(delay, || DispatchMsg::Tick);
         }
     }
+}
+
+/// Writes a quota report to the queue's home shard (wherever it is led) and
+/// hands the answer back to the actor.
+fn report_quota(myself: &ActorRef<DispatchMsg>, s: &DispatcherState, term: u64, request: QuotaRequest) {
+    let myself = myself.clone();
+    let gateway = s.gateway.clone();
+    let epoch = s.epoch;
+    let shard = s.shard;
+    let (namespace, queue) = request.queue.clone();
+    let home = quota::home_shard(&namespace, &queue, gateway.layout().shard_count);
+    // Ends with the write; the actor drops an answer from an older epoch.
+    tokio::spawn(async move {
+        let op = Op::Quota {
+            namespace,
+            queue,
+            report: QuotaReport {
+                shard,
+                epoch: term,
+                keep: request.keep,
+                want: request.want,
+                used: request.used,
+            },
+        };
+        let answer = match gateway.write(home, op, Instant::now() + WRITE_TIMEOUT).await {
+            Ok(OpResult::Quota(answer)) => Some(answer),
+            Ok(other) => {
+                tracing::warn!(shard, home, ?other, "unexpected answer to a quota report");
+                None
+            }
+            Err(e) => {
+                tracing::debug!(shard, home, error = %e, "quota report not written yet");
+                None
+            }
+        };
+        let _ = myself.cast(DispatchMsg::QuotaAnswered {
+            epoch,
+            queue: request.queue,
+            answer,
+        });
+    });
 }
 
 /// Fires one due schedule through Raft: reads it, works out its firings

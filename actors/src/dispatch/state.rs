@@ -10,6 +10,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
+use sundial_raft::quota::QuotaAnswer;
 use sundial_raft::store::events::{JobSummary, ScheduleSummary, TimerInfo};
 use sundial_raft::store::{LeaseEntry, TimerEntry};
 use sundial_raft::{JobId, JobState};
@@ -37,6 +38,40 @@ pub enum Want {
 /// A ready set's key: (namespace, queue, jobs with an HTTP target).
 type ReadyKey = (String, String, bool);
 
+/// (namespace, queue).
+pub type QueueKey = (String, String);
+
+/// Least time between two reports of a queue asking for more.
+const QUOTA_RETRY_MS: i64 = 100;
+/// Longest time between two reports of a queue this shard uses or wants.
+const QUOTA_KEEPALIVE_MS: i64 = 1_000;
+
+/// This shard's part of a queue's cluster-wide concurrency limit (see
+/// `sundial_raft::quota`): at most `cap` of the queue's jobs leased at once.
+#[derive(Debug, Clone, Default)]
+struct Quota {
+    limit: u32,
+    /// Never above what the home shard has recorded for this shard.
+    cap: u32,
+    /// This shard's fair share, as last answered.
+    share: u32,
+    /// A report is being written.
+    reporting: bool,
+    /// The home shard answered in this term (the first report keeps the
+    /// grant as it is, since the new leader does not know it).
+    known: bool,
+    last_report_ms: i64,
+}
+
+/// A report to write to a queue's home shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaRequest {
+    pub queue: QueueKey,
+    pub keep: Option<u32>,
+    pub want: u32,
+    pub used: u32,
+}
+
 /// A lease request waiting for jobs.
 #[derive(Debug)]
 pub struct Parked<R> {
@@ -63,7 +98,11 @@ pub struct DispatchState<R> {
     inflight: HashMap<JobId, (TimeKey, TimerInfo)>,
     /// Leases by deadline, and each leased job's (token, deadline).
     leases: BTreeSet<(i64, JobId)>,
-    lease_of: HashMap<JobId, (u32, i64)>,
+    lease_of: HashMap<JobId, (u32, i64, QueueKey)>,
+    /// Leased and in-flight jobs per queue.
+    usage: HashMap<QueueKey, u32>,
+    /// Queues with a concurrency limit: this shard's part of it.
+    quotas: HashMap<QueueKey, Quota>,
     /// Leases whose expiry is being written.
     expiring: HashSet<JobId>,
     parked: VecDeque<Parked<R>>,
@@ -94,6 +133,8 @@ impl<R> DispatchState<R> {
             inflight: HashMap::new(),
             leases: BTreeSet::new(),
             lease_of: HashMap::new(),
+            usage: HashMap::new(),
+            quotas: HashMap::new(),
             expiring: HashSet::new(),
             parked: VecDeque::new(),
             schedules: BTreeSet::new(),
@@ -204,7 +245,7 @@ impl<R> DispatchState<R> {
 
     pub fn load_leases(&mut self, leases: Vec<LeaseEntry>) {
         for l in leases {
-            self.set_lease(l.id, l.token, l.deadline_ms);
+            self.set_lease(l.id, l.token, l.deadline_ms, (l.info.namespace, l.info.queue));
         }
     }
 
@@ -218,7 +259,7 @@ impl<R> DispatchState<R> {
                 }
             }
             self.forget_waiting(&job.id);
-            self.inflight.remove(&job.id);
+            self.take_inflight(&job.id);
             self.clear_lease(&job.id);
             match job.state {
                 JobState::Scheduled | JobState::Ready => {
@@ -229,7 +270,8 @@ impl<R> DispatchState<R> {
                 }
                 JobState::Leased => {
                     if let Some((token, deadline)) = job.lease {
-                        self.set_lease(job.id, token, deadline);
+                        let queue = (job.timer.namespace.clone(), job.timer.queue.clone());
+                        self.set_lease(job.id, token, deadline, queue);
                     }
                 }
                 JobState::Succeeded | JobState::Dead | JobState::Cancelled => {}
@@ -263,7 +305,10 @@ impl<R> DispatchState<R> {
                 .collect(),
         };
         keys.into_iter()
-            .filter(|(ns, q, _)| !self.paused.contains(&(ns.clone(), q.clone())))
+            .filter(|(ns, q, _)| {
+                let queue = (ns.clone(), q.clone());
+                !self.paused.contains(&queue) && self.room_in(&queue) > 0
+            })
             .collect()
     }
 
@@ -278,6 +323,7 @@ impl<R> DispatchState<R> {
         while picked.len() < max as usize {
             let best = sources
                 .iter()
+                .filter(|key| self.room_in(&(key.0.clone(), key.1.clone())) > 0)
                 .filter_map(|key| self.ready.get(key)?.first().map(|first| (*first, key)))
                 .min_by_key(|(first, _)| *first);
             let Some((first, key)) = best else { break };
@@ -285,7 +331,7 @@ impl<R> DispatchState<R> {
             self.remove_ready(&key, &first);
             let id = first.2;
             if let Some((key, info, _)) = self.waiting.remove(&id) {
-                self.inflight.insert(id, (key, info));
+                self.put_inflight(id, key, info);
             }
             picked.push(id);
         }
@@ -308,7 +354,7 @@ impl<R> DispatchState<R> {
     /// flight go back to waiting (they were not due or the write failed).
     pub fn lease_written(&mut self, picked: &[JobId]) {
         for id in picked {
-            if let Some((key, info)) = self.inflight.remove(id) {
+            if let Some((key, info)) = self.take_inflight(id) {
                 self.insert_waiting(key, info);
             }
         }
@@ -378,7 +424,7 @@ impl<R> DispatchState<R> {
                 break;
             }
             if self.expiring.insert(*id) {
-                if let Some((token, _)) = self.lease_of.get(id) {
+                if let Some((token, _, _)) = self.lease_of.get(id) {
                     out.push((*id, *token));
                 }
             }
@@ -406,7 +452,10 @@ impl<R> DispatchState<R> {
             .iter()
             .find(|(_, ns, id)| !self.firing.contains(&(ns.clone(), id.clone())))
             .map(|(at, _, _)| *at);
-        [timer, lease, parked, schedule].into_iter().flatten().min()
+        [timer, lease, parked, schedule, self.quota_wakeup()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn insert_waiting(&mut self, key: TimeKey, info: TimerInfo) {
@@ -440,17 +489,159 @@ impl<R> DispatchState<R> {
         }
     }
 
-    fn set_lease(&mut self, id: JobId, token: u32, deadline: i64) {
+    fn set_lease(&mut self, id: JobId, token: u32, deadline: i64, queue: QueueKey) {
         self.clear_lease(&id);
         self.leases.insert((deadline, id));
-        self.lease_of.insert(id, (token, deadline));
+        *self.usage.entry(queue.clone()).or_default() += 1;
+        self.lease_of.insert(id, (token, deadline, queue));
     }
 
     fn clear_lease(&mut self, id: &JobId) {
-        if let Some((_, deadline)) = self.lease_of.remove(id) {
+        if let Some((_, deadline, queue)) = self.lease_of.remove(id) {
             self.leases.remove(&(deadline, *id));
+            self.drop_use(&queue);
         }
         self.expiring.remove(id);
+    }
+
+    fn put_inflight(&mut self, id: JobId, key: TimeKey, info: TimerInfo) {
+        let queue = (info.namespace.clone(), info.queue.clone());
+        *self.usage.entry(queue).or_default() += 1;
+        self.inflight.insert(id, (key, info));
+    }
+
+    fn take_inflight(&mut self, id: &JobId) -> Option<(TimeKey, TimerInfo)> {
+        let (key, info) = self.inflight.remove(id)?;
+        self.drop_use(&(info.namespace.clone(), info.queue.clone()));
+        Some((key, info))
+    }
+
+    fn drop_use(&mut self, queue: &QueueKey) {
+        if let Some(n) = self.usage.get_mut(queue) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.usage.remove(queue);
+            }
+        }
+    }
+
+    /// Leased and in-flight jobs of a queue on this shard.
+    pub fn used(&self, queue: &QueueKey) -> u32 {
+        self.usage.get(queue).copied().unwrap_or(0)
+    }
+
+    /// How many more of a queue's jobs may be leased now.
+    fn room_in(&self, queue: &QueueKey) -> u32 {
+        match self.quotas.get(queue) {
+            None => u32::MAX,
+            Some(q) => q.cap.saturating_sub(self.used(queue)),
+        }
+    }
+
+    /// A queue's concurrency limit was set (`Some`) or removed (`None`).
+    pub fn set_limit(&mut self, queue: QueueKey, limit: Option<u32>) {
+        match limit {
+            None => {
+                self.quotas.remove(&queue);
+            }
+            Some(limit) => self.quotas.entry(queue).or_default().limit = limit,
+        }
+    }
+
+    /// Reports due at `now_ms` to the home shards of limited queues. A
+    /// report that gives part of the grant back lowers this shard's cap
+    /// first; the answer ([`Self::quota_answered`]) raises it.
+    pub fn quota_reports(&mut self, now_ms: i64) -> Vec<QuotaRequest> {
+        let mut out = Vec::new();
+        let queues: Vec<QueueKey> = self.quotas.keys().cloned().collect();
+        for queue in queues {
+            let used = self.used(&queue);
+            let ready = [false, true]
+                .iter()
+                .map(|http| {
+                    let key = (queue.0.clone(), queue.1.clone(), *http);
+                    self.ready.get(&key).map_or(0, |set| set.len() as u32)
+                })
+                .sum::<u32>();
+            let Some(q) = self.quotas.get_mut(&queue) else {
+                continue;
+            };
+            if q.reporting {
+                continue;
+            }
+            let since = now_ms.saturating_sub(q.last_report_ms);
+            let want = used.saturating_add(ready).min(q.limit);
+            let request = if !q.known {
+                (since >= QUOTA_RETRY_MS).then_some(None)
+            } else {
+                // Give back what is not wanted (down to what is used), and
+                // what is above the fair share when others need it.
+                let keep = q.cap.min(used.max(want.min(q.share)));
+                let more = want > q.cap && since >= QUOTA_RETRY_MS;
+                let give_back = keep < q.cap && q.share < q.cap;
+                let keepalive = since >= QUOTA_KEEPALIVE_MS && (q.cap > 0 || want > 0);
+                (more || give_back || keepalive).then_some(Some(keep))
+            };
+            if let Some(keep) = request {
+                if let Some(keep) = keep {
+                    q.cap = keep;
+                }
+                q.reporting = true;
+                q.last_report_ms = now_ms;
+                out.push(QuotaRequest {
+                    queue,
+                    keep,
+                    want,
+                    used,
+                });
+            }
+        }
+        out
+    }
+
+    /// The home shard answered a report (`None`: the write failed).
+    pub fn quota_answered(&mut self, queue: &QueueKey, answer: Option<QuotaAnswer>) {
+        let Some(q) = self.quotas.get_mut(queue) else {
+            return;
+        };
+        q.reporting = false;
+        match answer {
+            Some(QuotaAnswer::Granted { grant, share }) => {
+                q.known = true;
+                q.cap = grant;
+                q.share = share;
+            }
+            // The home shard has no limit yet (the setting is still being
+            // written to every shard), or a newer leader of this shard
+            // reported: lease none until a report is answered.
+            Some(QuotaAnswer::Unlimited | QuotaAnswer::Stale) => {
+                q.known = false;
+                q.cap = 0;
+            }
+            // The cap stays where the report lowered it.
+            None => {}
+        }
+    }
+
+    /// When the next quota report may be due: soon for a queue not yet
+    /// known in this term or in use here; never for an idle one (a job
+    /// coming wakes the dispatcher anyway).
+    fn quota_wakeup(&self) -> Option<i64> {
+        self.quotas
+            .iter()
+            .filter(|(queue, q)| {
+                let busy = q.cap > 0 || self.used(queue) > 0 || self.has_ready_in(queue);
+                !q.reporting && (!q.known || busy)
+            })
+            .map(|(_, q)| q.last_report_ms + QUOTA_RETRY_MS)
+            .min()
+    }
+
+    fn has_ready_in(&self, queue: &QueueKey) -> bool {
+        [false, true].iter().any(|http| {
+            self.ready
+                .contains_key(&(queue.0.clone(), queue.1.clone(), *http))
+        })
     }
 
     /// Over the cap, the latest timers leave memory and the horizon moves
@@ -743,5 +934,86 @@ mod tests {
         assert!(s.has_ready(&Want::Http));
         assert_eq!(s.pick(&Want::Http, 10), vec![JobId::new(0, 0, 3)]);
         assert!(!s.has_ready(&Want::Http));
+    }
+    fn limited(s: &mut DispatchState<()>, grant: u32, share: u32) {
+        s.set_limit(("ns".into(), "q".into()), Some(10));
+        let reports = s.quota_reports(1_000);
+        assert_eq!(reports.len(), 1);
+        assert_eq!(reports[0].keep, None, "a new leader keeps its grant");
+        s.quota_answered(
+            &("ns".into(), "q".into()),
+            Some(QuotaAnswer::Granted { grant, share }),
+        );
+    }
+
+    #[test]
+    fn a_limited_queue_leases_up_to_its_grant() {
+        let mut s: DispatchState<()> = DispatchState::new(100);
+        s.load_timers(
+            (1..=5).map(|n| entry(n as i64, n, "q", 0)).collect(),
+            1_000,
+            false,
+        );
+        s.advance(10);
+        s.set_limit(("ns".into(), "q".into()), Some(10));
+        assert!(
+            s.pick(&queues(&["q"]), 5).is_empty(),
+            "nothing before the home shard answers"
+        );
+        assert!(!s.has_ready(&queues(&["q"])));
+        s.quota_reports(1_000);
+        s.quota_answered(
+            &("ns".into(), "q".into()),
+            Some(QuotaAnswer::Granted { grant: 2, share: 2 }),
+        );
+        let picked = s.pick(&queues(&["q"]), 5);
+        assert_eq!(picked.len(), 2);
+        assert!(
+            !s.has_ready(&queues(&["q"])),
+            "jobs are ready but the grant is used"
+        );
+        // One is leased, the other finishes: room for one more.
+        s.on_changed(vec![summary(1, JobState::Leased, 1, Some((1, 500)))]);
+        s.on_changed(vec![summary(2, JobState::Succeeded, 2, None)]);
+        s.lease_written(&picked);
+        assert_eq!(s.used(&("ns".into(), "q".into())), 1);
+        assert_eq!(s.pick(&queues(&["q"]), 5).len(), 1);
+    }
+
+    #[test]
+    fn a_shard_lowers_its_cap_before_giving_back() {
+        let mut s: DispatchState<()> = DispatchState::new(100);
+        s.load_timers(vec![entry(1, 1, "q", 0)], 1_000, false);
+        s.advance(10);
+        limited(&mut s, 4, 1);
+        assert_eq!(s.pick(&queues(&["q"]), 5).len(), 1);
+        // Using 1, wanting 1, share 1, holding 4: give 3 back, at once.
+        let reports = s.quota_reports(1_200);
+        assert_eq!(reports.len(), 1);
+        assert_eq!(reports[0].keep, Some(1));
+        assert_eq!(reports[0].used, 1);
+        assert_eq!(
+            s.room_in(&("ns".into(), "q".into())),
+            0,
+            "cap lowered before the answer"
+        );
+        assert!(s.quota_reports(1_500).is_empty(), "one report at a time");
+        // A failed write leaves the lowered cap.
+        s.quota_answered(&("ns".into(), "q".into()), None);
+        assert_eq!(s.room_in(&("ns".into(), "q".into())), 0);
+    }
+
+    #[test]
+    fn a_stale_answer_stops_leasing() {
+        let mut s: DispatchState<()> = DispatchState::new(100);
+        s.load_timers(vec![entry(1, 1, "q", 0)], 1_000, false);
+        s.advance(10);
+        limited(&mut s, 4, 4);
+        s.quota_reports(3_000);
+        s.quota_answered(&("ns".into(), "q".into()), Some(QuotaAnswer::Stale));
+        assert!(s.pick(&queues(&["q"]), 5).is_empty());
+        // Removing the limit lifts it.
+        s.set_limit(("ns".into(), "q".into()), None);
+        assert_eq!(s.pick(&queues(&["q"]), 5).len(), 1);
     }
 }

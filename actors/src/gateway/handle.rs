@@ -14,7 +14,7 @@ use sundial_raft::codec;
 use sundial_raft::network::RaftRegistry;
 use sundial_raft::schedule::Schedule;
 use sundial_raft::store::{JobFilter, NodeStore};
-use sundial_raft::types::{Op, OpResult};
+use sundial_raft::types::{Op, OpResult, QueueConfig, QueuePatch};
 use sundial_raft::{Job, JobId, JobState, NodeId, ShardId};
 
 use super::messages::{Forwarded, GatewayMsg, GatewayReply, GatewayRequest, WorkerNotice};
@@ -224,14 +224,14 @@ impl GatewayHandle {
         }
     }
 
-    /// Pauses or resumes a queue on every shard. Succeeds only when every
-    /// shard has it; a failure leaves some shards changed, and repeating the
-    /// call finishes the job.
-    pub async fn set_queue_paused(
+    /// Changes a queue's settings on every shard. Succeeds only when every
+    /// shard has the change; a failure leaves some shards changed, and
+    /// repeating the call finishes the job.
+    pub async fn set_queue(
         &self,
         namespace: &str,
         queue: &str,
-        paused: bool,
+        patch: QueuePatch,
         at_ms: i64,
         deadline: Instant,
     ) -> Result<(), Error> {
@@ -241,10 +241,8 @@ impl GatewayHandle {
                 op: Op::SetQueue {
                     namespace: namespace.to_string(),
                     queue: queue.to_string(),
-                    config: sundial_raft::types::QueueConfig {
-                        paused,
-                        updated_at_ms: at_ms,
-                    },
+                    patch,
+                    at_ms,
                 },
             };
             self.execute(request, deadline)
@@ -258,6 +256,17 @@ impl GatewayHandle {
         Ok(())
     }
 
+    /// Writes one op to `shard`'s leader and returns its result.
+    pub async fn write(&self, shard: ShardId, op: Op, deadline: Instant) -> Result<OpResult, Error> {
+        match self
+            .execute(GatewayRequest::Write { shard, op }, deadline)
+            .await?
+        {
+            GatewayReply::Written(result) => Ok(result),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// A queue's job counts by state (indexed by state code), summed over
     /// the shards, and whether it is paused.
     pub async fn queue_stats(
@@ -265,7 +274,7 @@ impl GatewayHandle {
         namespace: &str,
         queue: &str,
         deadline: Instant,
-    ) -> Result<([u64; 8], bool), Error> {
+    ) -> Result<([u64; 8], QueueConfig), Error> {
         let reads = (0..self.inner.layout.shard_count).map(|shard| {
             self.execute(
                 GatewayRequest::QueueStats {
@@ -277,19 +286,22 @@ impl GatewayHandle {
             )
         });
         let mut total = [0u64; 8];
-        let mut paused = false;
+        let mut config = QueueConfig::default();
         for outcome in futures::future::join_all(reads).await {
             match outcome? {
-                GatewayReply::QueueStats(counts, p) => {
+                GatewayReply::QueueStats(counts, shard_config) => {
                     for (t, c) in total.iter_mut().zip(counts) {
                         *t += c;
                     }
-                    paused |= p;
+                    // Shown as the latest setting any shard has.
+                    if shard_config.updated_at_ms >= config.updated_at_ms {
+                        config = shard_config;
+                    }
                 }
                 other => return Err(unexpected(other)),
             }
         }
-        Ok((total, paused))
+        Ok((total, config))
     }
 
     /// The shard a schedule lives on.
@@ -653,7 +665,7 @@ impl GatewayHandle {
                 let internal = |e: sundial_raft::store::StoreError| ExecError::Internal(e.to_string());
                 let counts = store.queue_counts(shard, &namespace, &queue).map_err(internal)?;
                 let config = store.queue_config(shard, &namespace, &queue).map_err(internal)?;
-                Ok(GatewayReply::QueueStats(counts, config.paused))
+                Ok(GatewayReply::QueueStats(counts, config))
             }
             GatewayRequest::GetSchedule { namespace, id, .. } => {
                 ensure_linearizable(&raft, shard, timeout).await?;

@@ -8,7 +8,7 @@ use ractor_cluster::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
 use sundial_raft::schedule::Schedule;
 use sundial_raft::store::{JobFilter, JobPage};
-use sundial_raft::types::{Op, OpResult};
+use sundial_raft::types::{Op, OpResult, QueueConfig};
 use sundial_raft::{Job, JobId, ShardId};
 
 use crate::dispatch::LeaseRequest;
@@ -103,8 +103,8 @@ pub enum GatewayReply {
     Page(JobPage),
     Leased(Vec<Job>),
     Schedule(Option<Box<Schedule>>),
-    /// Job counts by state code, and the paused flag.
-    QueueStats([u64; 8], bool),
+    /// Job counts by state code, and the queue's settings on that shard.
+    QueueStats([u64; 8], QueueConfig),
     /// One shard's page, and whether it has more.
     Schedules(Vec<Schedule>, bool),
     /// A notice was delivered (or its session is gone).

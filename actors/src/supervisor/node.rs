@@ -92,6 +92,7 @@ impl Actor for NodeSupervisor {
                 peers: args.peers,
                 policy: args.policy,
                 rebalance: args.rebalance,
+                gateway: args.gateway.clone(),
             },
             myself.get_cell(),
         )

@@ -30,6 +30,8 @@ pub struct ShardSupervisorArgs {
     pub policy: RestartPolicy,
     /// `None` turns leader rebalancing off.
     pub rebalance: Option<RebalancePolicy>,
+    /// For dispatchers' writes to other shards (quota reports).
+    pub gateway: crate::gateway::GatewayHandle,
 }
 
 /// How often the supervisor looks at who leads its preferred shards.
@@ -61,6 +63,7 @@ pub struct ShardSupervisorState {
     policy: RestartPolicy,
     layout: ClusterLayout,
     rebalance: Option<RebalancePolicy>,
+    gateway: crate::gateway::GatewayHandle,
     /// Per shard: the leader last seen and since when.
     leader_seen: HashMap<ShardId, (Option<sundial_raft::NodeId>, Instant)>,
     /// Per shard: the last reclaim attempt.
@@ -93,6 +96,7 @@ impl Actor for ShardSupervisor {
         }
         let mut state = ShardSupervisorState {
             rafts,
+            gateway: args.gateway,
             children: HashMap::new(),
             trackers: HashMap::new(),
             store: args.store.clone(),
@@ -299,6 +303,7 @@ async fn spawn_child(
                 node_id: state.layout.node_id,
                 raft,
                 store: state.store.clone(),
+                gateway: state.gateway.clone(),
             };
             let (actor, _join) = Actor::spawn_linked(
                 Some(dispatch::actor_name(shard)),

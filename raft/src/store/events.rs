@@ -78,8 +78,8 @@ pub enum ShardEvent {
     Changed {
         jobs: Vec<JobSummary>,
         schedules: Vec<ScheduleSummary>,
-        /// Queues whose settings changed: (namespace, queue, paused).
-        queues: Vec<(String, String, bool)>,
+        /// Queues whose settings changed: (namespace, queue, settings).
+        queues: Vec<(String, String, crate::types::QueueConfig)>,
     },
     /// The shard's state was replaced (snapshot installed): reload everything.
     Reset,

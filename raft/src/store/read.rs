@@ -43,11 +43,13 @@ pub struct TimerEntry {
 }
 
 /// A leased job in the lease index.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeaseEntry {
     pub deadline_ms: i64,
     pub id: JobId,
     pub token: u32,
+    /// The job's namespace and queue.
+    pub info: TimerInfo,
 }
 
 impl NodeStore {
@@ -216,15 +218,18 @@ impl NodeStore {
         let mut out = Vec::new();
         self.visit_index(&prefix, &prefix, |key, value| {
             if let (Some(deadline_ms), Some(id)) = (key_time(key), trailing_id(key)) {
-                let token = value
-                    .get(..4)
-                    .and_then(|b| <[u8; 4]>::try_from(b).ok())
-                    .map(u32::from_be_bytes)
-                    .unwrap_or(0);
+                let (token, info) = value.split_at_checked(4).ok_or_else(|| {
+                    crate::codec::CodecError::Malformed(format!(
+                        "lease index value of {id} is {} bytes",
+                        value.len()
+                    ))
+                })?;
+                let token = u32::from_be_bytes(<[u8; 4]>::try_from(token).unwrap_or_default());
                 out.push(LeaseEntry {
                     deadline_ms,
                     id,
                     token,
+                    info: codec::decode(info)?,
                 });
             }
             Ok(true)

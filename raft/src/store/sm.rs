@@ -16,11 +16,13 @@ use crate::codec;
 use crate::job::{Job, JobId, JobState, Lease, ShardId};
 use crate::keys::{
     fire_key, idempotency_key, job_key, lease_key, namespace_prefix, queue_config_key, queue_prefix,
-    schedule_key, shard_end, shard_start, sm_key, time_key, with_id, CF_SM, SM_APPLIED, SM_MEMBERSHIP,
+    quota_key, schedule_key, shard_end, shard_start, sm_key, time_key, with_id, CF_SM, SM_APPLIED,
+    SM_MEMBERSHIP,
 };
+use crate::quota::{QuotaAnswer, QuotaTable};
 use crate::schedule::{Overlap, Schedule};
 use crate::types::{
-    Entry, LeaseHolder, LogId, Op, OpResult, Response, Snapshot, SnapshotMeta, StorageError,
+    Entry, LeaseHolder, LogId, Op, OpResult, QueueConfig, Response, Snapshot, SnapshotMeta, StorageError,
     StoredMembership, TypeConfig,
 };
 
@@ -42,8 +44,10 @@ struct Pending {
     jobs: HashMap<JobId, Job>,
     /// By (namespace, id); `None` once deleted.
     schedules: HashMap<(String, String), Option<Schedule>>,
-    /// Queue settings written: (namespace, queue, paused).
-    queues: Vec<(String, String, bool)>,
+    /// Queue settings written, by (namespace, queue).
+    queues: HashMap<(String, String), QueueConfig>,
+    /// Quota tables written (home shard), by (namespace, queue).
+    quotas: HashMap<(String, String), QuotaTable>,
     /// Idempotency index entries written: key → (job, retained until).
     keys: HashMap<Vec<u8>, (JobId, i64)>,
 }
@@ -59,6 +63,14 @@ struct SnapshotFile {
 #[derive(Serialize, Deserialize)]
 struct SnapshotData {
     pairs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// A lease index value: the token, then the job's queue (so a new leader
+/// counts each queue's leases without reading the jobs).
+fn lease_value(token: u32, info: &TimerInfo) -> Result<Vec<u8>, StorageError> {
+    let mut value = token.to_be_bytes().to_vec();
+    value.extend(codec::encode(info).map_err(sm_write_err)?);
+    Ok(value)
 }
 
 fn sm_read_err(e: impl std::fmt::Display) -> StorageError {
@@ -161,7 +173,7 @@ impl StateMachine {
             batch.put_cf(
                 sm,
                 lease_key(lease.deadline_ms, &job.id),
-                lease.token.to_be_bytes(),
+                lease_value(lease.token, &TimerInfo::of(job))?,
             );
         }
         let state = [job.state.code()];
@@ -344,15 +356,49 @@ impl StateMachine {
             Op::SetQueue {
                 namespace,
                 queue,
-                config,
+                patch,
+                at_ms,
             } => {
+                let config = self
+                    .load_queue_config(&namespace, &queue, pending)?
+                    .patched(patch, at_ms);
                 batch.put_cf(
                     cf(&self.db, CF_SM),
                     queue_config_key(self.shard, &namespace, &queue),
                     codec::encode(&config).map_err(sm_write_err)?,
                 );
-                pending.queues.push((namespace, queue, config.paused));
+                pending.queues.insert((namespace, queue), config.clone());
                 Ok(OpResult::Queue(config))
+            }
+            Op::Quota {
+                namespace,
+                queue,
+                report,
+            } => {
+                let config = self.load_queue_config(&namespace, &queue, pending)?;
+                let Some(limit) = config.concurrency else {
+                    return Ok(OpResult::Quota(QuotaAnswer::Unlimited));
+                };
+                let key = (namespace, queue);
+                let mut table = match pending.quotas.get(&key) {
+                    Some(t) => t.clone(),
+                    None => match self
+                        .db
+                        .get_cf(cf(&self.db, CF_SM), quota_key(self.shard, &key.0, &key.1))
+                        .map_err(sm_read_err)?
+                    {
+                        Some(bytes) => codec::decode(&bytes).map_err(sm_read_err)?,
+                        None => QuotaTable::default(),
+                    },
+                };
+                let answer = table.apply(limit, report);
+                batch.put_cf(
+                    cf(&self.db, CF_SM),
+                    quota_key(self.shard, &key.0, &key.1),
+                    codec::encode(&table).map_err(sm_write_err)?,
+                );
+                pending.quotas.insert(key, table);
+                Ok(OpResult::Quota(answer))
             }
             Op::Fire {
                 namespace,
@@ -531,6 +577,28 @@ impl StateMachine {
         self.store_schedule(batch, pending, old_slot, schedule)
     }
 
+    fn load_queue_config(
+        &self,
+        namespace: &str,
+        queue: &str,
+        pending: &Pending,
+    ) -> Result<QueueConfig, StorageError> {
+        if let Some(c) = pending.queues.get(&(namespace.to_string(), queue.to_string())) {
+            return Ok(c.clone());
+        }
+        match self
+            .db
+            .get_cf(
+                cf(&self.db, CF_SM),
+                queue_config_key(self.shard, namespace, queue),
+            )
+            .map_err(sm_read_err)?
+        {
+            Some(bytes) => Ok(codec::decode(&bytes).map_err(sm_read_err)?),
+            None => Ok(QueueConfig::default()),
+        }
+    }
+
     fn load_schedule(
         &self,
         namespace: &str,
@@ -682,7 +750,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         next_fire_ms: s.as_ref().and_then(Schedule::fire_slot),
                     })
                     .collect(),
-                queues: pending.queues.clone(),
+                queues: pending
+                    .queues
+                    .iter()
+                    .map(|((ns, q), c)| (ns.clone(), q.clone(), c.clone()))
+                    .collect(),
             });
         }
         Ok(responses)

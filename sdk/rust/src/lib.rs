@@ -448,6 +448,22 @@ impl Client {
         Ok(self.queues.get_queue_stats(request).await?.into_inner())
     }
 
+    /// Sets the queue's cluster-wide concurrency limit: at most `limit` of
+    /// its jobs leased at once (0 removes the limit).
+    pub async fn set_queue_concurrency(
+        &mut self,
+        namespace: &str,
+        queue: &str,
+        limit: u32,
+    ) -> Result<proto::QueueStats, Error> {
+        let request = self.request(proto::SetQueueConcurrencyRequest {
+            namespace: namespace.to_string(),
+            queue: queue.to_string(),
+            limit,
+        });
+        Ok(self.queues.set_queue_concurrency(request).await?.into_inner())
+    }
+
     pub async fn cluster_info(&mut self) -> Result<proto::GetClusterInfoResponse, Error> {
         let request = self.request(proto::GetClusterInfoRequest {});
         Ok(self.cluster.get_cluster_info(request).await?.into_inner())
