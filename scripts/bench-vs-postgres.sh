@@ -3,7 +3,7 @@
 # queue drained with `FOR UPDATE SKIP LOCKED`, both with 16 worker slots, in
 # one run on this machine, and the ratio.
 #
-#   scripts/bench-vs-postgres.sh [--jobs 50000] [--slots 16] [--duration 20s]
+#   scripts/bench-vs-postgres.sh [--jobs 50000] [--slots 16] [--prefetch 240] [--duration 20s]
 #
 # PostgreSQL side: Debian's postgresql (installed if missing), a throwaway
 # cluster in a temp dir (default durability: fsync on, synchronous_commit on),
@@ -12,7 +12,11 @@
 # LOCKED LIMIT 1)) in one transaction, completion in another — two durable
 # commits per job, as Sundial's lease and completion are two quorum-durable
 # Raft writes. Sundial side: `sundial bench e2e` (backlog first, then worker
-# streams with 16 slots in all drain it). Uses its own state dirs; Sundial on
+# streams with 16 slots in all drain it), run twice: each slot leasing a job
+# only when free, then with the streams holding --prefetch more jobs leased
+# ahead (the SDK's Worker::prefetch; still 16 running at once, every lease
+# and completion still its own quorum-durable state change, batched in fewer
+# Raft entries). Uses its own state dirs; Sundial on
 # ports 7071-7073, so stop a running `scripts/cluster.sh` cluster first.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -20,11 +24,13 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/sundial-target}"
 BIN="$CARGO_TARGET_DIR/release/sundial"
 JOBS=50000
 SLOTS=16
+PREFETCH=240
 DURATION=20s
 while (( $# )); do
   case "$1" in
     --jobs) JOBS=$2; shift 2 ;;
     --slots) SLOTS=$2; shift 2 ;;
+    --prefetch) PREFETCH=$2; shift 2 ;;
     --duration) DURATION=$2; shift 2 ;;
     *) echo "bench-vs-postgres: unknown argument $1" >&2; exit 2 ;;
   esac
@@ -37,7 +43,7 @@ if [[ -z "$PGBIN" || ! -x "$PGBIN/postgres" ]]; then
   PGBIN="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)"
 fi
 "$ROOT/scripts/ensure-deps.sh"
-(cd "$ROOT" && cargo build --release -p sundial --bin sundial) >&2
+(cd "$ROOT" && cargo build --release --workspace --all-targets --locked) >&2
 
 WORK="$(mktemp -d /var/tmp/sundial-pgbench.XXXXXX)"
 chmod 755 "$WORK"
@@ -85,13 +91,21 @@ echo "$PG_OUT" | grep -E "number of transactions actually processed|latency aver
 # --- Sundial ---
 export SUNDIAL_CLUSTER_DIR="$WORK/sundial"
 "$ROOT/scripts/cluster.sh" up 3 >/dev/null
+drain() {
+  "$BIN" bench e2e --targets 127.0.0.1:7071,127.0.0.1:7072,127.0.0.1:7073 --jobs "$JOBS" --slots "$SLOTS" \
+    --prefetch "$1" --output json 2>/dev/null | tail -1
+}
 echo "sundial: $JOBS jobs drained by $SLOTS slots (lease and completion each a quorum-durable Raft write)"
-SUNDIAL_OUT="$("$BIN" bench e2e --targets 127.0.0.1:7071,127.0.0.1:7072,127.0.0.1:7073 --jobs "$JOBS" --slots "$SLOTS" --output json 2>/dev/null | tail -1)"
-SUNDIAL_RATE="$(echo "$SUNDIAL_OUT" | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["jobs_per_second"]))')"
-echo "  $SUNDIAL_OUT"
+PLAIN_OUT="$(drain 0)"
+echo "  no prefetch: $PLAIN_OUT"
+PREFETCH_OUT="$(drain "$PREFETCH")"
+echo "  prefetch $PREFETCH: $PREFETCH_OUT"
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
-python3 - "$PG_TPS" "$SUNDIAL_RATE" <<'PY'
-import sys
-pg, sundial = float(sys.argv[1]), float(sys.argv[2])
-print(f"postgres SKIP LOCKED: {pg:,.0f} jobs/s   sundial: {sundial:,.0f} jobs/s   ratio {sundial / pg:.2f}x")
+python3 - "$PG_TPS" "$PLAIN_OUT" "$PREFETCH_OUT" "$PREFETCH" <<'PY'
+import json, sys
+pg = float(sys.argv[1])
+plain = json.loads(sys.argv[2])["jobs_per_second"]
+ahead = json.loads(sys.argv[3])["jobs_per_second"]
+print(f"postgres SKIP LOCKED: {pg:,.0f} jobs/s   sundial: {plain:,.0f} jobs/s (ratio {plain / pg:.2f}x), "
+      f"with prefetch {sys.argv[4]}: {ahead:,.0f} jobs/s (ratio {ahead / pg:.2f}x)")
 PY

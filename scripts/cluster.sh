@@ -31,7 +31,9 @@ check_index() {
 
 build() {
   "$ROOT/scripts/ensure-deps.sh"
-  (cd "$ROOT" && cargo build --release -p sundial --bin sundial) >&2
+  # The same build as the test suite (scripts/test.sh): one set of
+  # artifacts, so switching between tests and the cluster rebuilds nothing.
+  (cd "$ROOT" && cargo build --release --workspace --all-targets --locked) >&2
 }
 
 write_config() {

@@ -7,5 +7,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/sundial-target}"
 "$ROOT/scripts/ensure-deps.sh"
 cd "$ROOT"
-cargo build --release -p sundial --bin sundial
+# The same build as the test suite (scripts/test.sh): one set of artifacts,
+# so switching between tests, the cluster script and this rebuilds nothing.
+cargo build --release --workspace --all-targets --locked
 exec "$CARGO_TARGET_DIR/release/sundial" dev "$@"

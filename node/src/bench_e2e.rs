@@ -20,6 +20,7 @@ pub struct DrainBench {
     pub jobs: u64,
     pub slots: u32,
     pub workers: u32,
+    pub prefetch: u32,
     pub submitters: usize,
     pub targets: Vec<String>,
 }
@@ -62,6 +63,7 @@ pub async fn run(args: ClientArgs, bench: DrainBench) -> Result<(), CliError> {
 
     let workers = bench.workers.max(1);
     let per_worker = bench.slots.div_ceil(workers).max(1);
+    let prefetch_per_worker = bench.prefetch.div_ceil(workers);
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
     let drain_started = Instant::now();
     let mut tasks = Vec::new();
@@ -70,6 +72,7 @@ pub async fn run(args: ClientArgs, bench: DrainBench) -> Result<(), CliError> {
         let worker = Worker::new(targets[w as usize % targets.len()].clone())
             .queue(queue.clone())
             .concurrency(per_worker)
+            .prefetch(prefetch_per_worker)
             .id(format!("e2e-bench-{w}"));
         tasks.push(tokio::spawn(async move {
             worker
@@ -112,10 +115,11 @@ pub async fn run(args: ClientArgs, bench: DrainBench) -> Result<(), CliError> {
     match args.output {
         Output::Table => {
             println!(
-                "drain benchmark: {} jobs, {} worker slots ({} streams), targets {}",
+                "drain benchmark: {} jobs, {} worker slots ({} streams, {} prefetched), targets {}",
                 bench.jobs,
                 per_worker * workers,
                 workers,
+                prefetch_per_worker * workers,
                 targets.join(",")
             );
             println!(
@@ -128,6 +132,7 @@ pub async fn run(args: ClientArgs, bench: DrainBench) -> Result<(), CliError> {
             "{}",
             serde_json::json!({
                 "jobs": bench.jobs, "stored": stored, "slots": per_worker * workers,
+                "prefetch": prefetch_per_worker * workers,
                 "submit_seconds": submit_secs, "completed": succeeded,
                 "drain_seconds": drain_secs, "jobs_per_second": rate,
             })

@@ -311,6 +311,10 @@ pub struct WorkerArgs {
     /// Jobs run at once.
     #[arg(long, default_value_t = 1)]
     pub concurrency: u32,
+    /// Jobs held leased beyond the running ones, so the next is ready when
+    /// a command ends (their leases are kept alive while they wait).
+    #[arg(long, default_value_t = 0)]
+    pub prefetch: u32,
     /// Shell command run for each job (by `sh -c`). It gets the payload on
     /// stdin and SUNDIAL_JOB_ID, SUNDIAL_ATTEMPT, SUNDIAL_QUEUE,
     /// SUNDIAL_NAMESPACE in its environment.
@@ -357,6 +361,10 @@ pub struct DrainArgs {
     /// Worker streams the slots are split over.
     #[arg(long, default_value_t = 4)]
     pub workers: u32,
+    /// Jobs each stream holds leased beyond its running slots (SDK
+    /// `Worker::prefetch`), in all; 0 leases a job only for a free slot.
+    #[arg(long, default_value_t = 0)]
+    pub prefetch: u32,
     /// Concurrent clients filling the backlog.
     #[arg(long, default_value_t = 64)]
     pub submitters: usize,

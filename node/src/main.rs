@@ -72,6 +72,7 @@ async fn run(cli: Cli) -> ExitCode {
                         jobs: d.jobs,
                         slots: d.slots,
                         workers: d.workers,
+                        prefetch: d.prefetch,
                         submitters: d.submitters,
                         targets: d.targets,
                     };

@@ -22,7 +22,8 @@ pub async fn run(client: ClientArgs, args: WorkerArgs) -> Result<(), CliError> {
     let exec = Arc::new(args.exec);
     let mut worker = Worker::new(client.addr)
         .namespace(args.namespace)
-        .concurrency(args.concurrency);
+        .concurrency(args.concurrency)
+        .prefetch(args.prefetch);
     for queue in args.queue {
         worker = worker.queue(queue);
     }

@@ -22,13 +22,19 @@
 //! the worker lives. A cancelled job's handler is dropped (its future stops at
 //! its next await point). If the connection drops, the worker reconnects with
 //! backoff; the node returns the jobs the old connection held for retry.
+//!
+//! With [`Worker::prefetch`], the worker holds a few more leased jobs than it
+//! runs, so the next job is already there when a handler finishes (fewer,
+//! larger lease and completion batches on the cluster: much higher drain
+//! throughput when handlers are short). A prefetched job's lease is
+//! heartbeated while it waits, like a running one.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio::task::AbortHandle;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -75,6 +81,7 @@ pub struct Worker {
     namespace: String,
     queues: Vec<String>,
     concurrency: u32,
+    prefetch: u32,
     worker_id: String,
 }
 
@@ -86,6 +93,7 @@ impl Worker {
             namespace: String::new(),
             queues: Vec::new(),
             concurrency: 1,
+            prefetch: 0,
             worker_id: default_worker_id(),
         }
     }
@@ -104,6 +112,14 @@ impl Worker {
     /// How many jobs run at once (default 1).
     pub fn concurrency(mut self, concurrency: u32) -> Worker {
         self.concurrency = concurrency;
+        self
+    }
+
+    /// How many leased jobs may wait here for a free handler, beyond the
+    /// `concurrency` running ones (default 0). The node pushes at most
+    /// `concurrency + prefetch` jobs (the worker's credits, at most 1000).
+    pub fn prefetch(mut self, prefetch: u32) -> Worker {
+        self.prefetch = prefetch;
         self
     }
 
@@ -148,11 +164,13 @@ impl Worker {
         let mut service = WorkerServiceClient::new(client.channel())
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(64 << 20);
-        let (tx, rx) = mpsc::channel::<proto::WorkerMessage>(self.concurrency as usize * 2 + 16);
+        let credits = self.concurrency.saturating_add(self.prefetch);
+        let (tx, rx) = mpsc::channel::<proto::WorkerMessage>(credits as usize * 2 + 16);
+        let slots = Arc::new(Semaphore::new(self.concurrency.max(1) as usize));
         let hello = proto::WorkerHello {
             namespace: self.namespace.clone(),
             queues: self.queues.clone(),
-            credits: self.concurrency,
+            credits,
             worker_id: self.worker_id.clone(),
         };
         let _ = tx
@@ -169,7 +187,13 @@ impl Worker {
                 }
                 Some(NodeKind::Job(job)) => {
                     let id = job.id.clone();
-                    let task = tokio::spawn(run_job(job, handler.clone(), tx.clone(), running.clone()));
+                    let task = tokio::spawn(run_job(
+                        job,
+                        handler.clone(),
+                        slots.clone(),
+                        tx.clone(),
+                        running.clone(),
+                    ));
                     let mut running = running.lock().unwrap_or_else(|p| p.into_inner());
                     if !task.is_finished() {
                         running.insert(id, task.abort_handle());
@@ -193,10 +217,12 @@ impl Worker {
     }
 }
 
-/// Runs one job: the handler, with heartbeats while it runs, then the answer.
+/// Runs one job: waits for a free handler slot, runs the handler, then
+/// answers; the lease is heartbeated all along.
 async fn run_job<F, Fut>(
     job: proto::Job,
     handler: Arc<F>,
+    slots: Arc<Semaphore>,
     tx: mpsc::Sender<proto::WorkerMessage>,
     running: Arc<Mutex<HashMap<String, AbortHandle>>>,
 ) where
@@ -206,15 +232,29 @@ async fn run_job<F, Fut>(
     let id = job.id.clone();
     let token = job.lease.as_ref().map(|l| l.token).unwrap_or(job.attempts);
     let every = Duration::from_millis((job.timeout_ms / 3).max(100));
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    let heartbeat = || proto::WorkerMessage {
+        kind: Some(WorkerKind::Heartbeat(proto::HeartbeatJobRequest {
+            id: id.clone(),
+            token,
+        })),
+    };
+    let slot = loop {
+        tokio::select! {
+            slot = slots.clone().acquire_owned() => break slot,
+            _ = ticker.tick() => {
+                let _ = tx.send(heartbeat()).await;
+            }
+        }
+    };
+    let Ok(_slot) = slot else { return };
     let work = handler(job);
     tokio::pin!(work);
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     let outcome = loop {
         tokio::select! {
             outcome = &mut work => break outcome,
             _ = ticker.tick() => {
-                let beat = proto::HeartbeatJobRequest { id: id.clone(), token };
-                let _ = tx.send(proto::WorkerMessage { kind: Some(WorkerKind::Heartbeat(beat)) }).await;
+                let _ = tx.send(heartbeat()).await;
             }
         }
     };
