@@ -6,9 +6,9 @@
 //! Column family `sm`:   shard u32 | kind u8 | rest         → see below
 //!   kind `J`  | job id (16)                                → encoded Job
 //!   kind `T`  | run_at (u64, sign-flipped) | job id        → encoded TimerInfo (waiting jobs)
-//!   kind `L`  | deadline (u64, sign-flipped) | job id      → token u32 (leased jobs)
-//!   kind `Q`  | ns len u8 | ns | queue len u8 | queue | id → state code (list index)
-//!   kind `N`  | ns len u8 | ns | id                        → state code (list index)
+//!   kind `L`  | deadline (u64, sign-flipped) | job id      → token u32 | encoded TimerInfo (leased jobs)
+//!   kind `Q`  | ns len u8 | ns | queue len u8 | queue | id → state code [| due time i64 if waiting] (list index)
+//!   kind `N`  | ns len u8 | ns | id                        → state code [| due time i64 if waiting] (list index)
 //!   kind `I`  | ns len u8 | ns | idempotency key            → job id (16) | retained until (i64 BE)
 //!   kind `S`  | ns len u8 | ns | schedule id                → encoded Schedule
 //!   kind `F`  | next fire (u64, sign-flipped) | ns len u8 | ns | schedule id → () (active schedules)

@@ -817,3 +817,56 @@ async fn queue_settings_merge_and_the_home_shard_grants_within_the_limit() {
     assert_eq!(config.concurrency, None, "0 removes the limit");
     assert!(config.paused);
 }
+
+#[tokio::test]
+async fn queue_counts_show_a_waiting_job_as_ready_once_it_is_due() {
+    let mut h = Harness::new();
+    let id = new_job(1, 5_000, 3).id;
+    h.apply(Op::Submit(Box::new(new_job(1, 5_000, 3)))).await;
+    let count = |h: &Harness, now: i64, state: JobState| {
+        h.store.queue_counts(0, "default", "q", now).expect("counts")[state.code() as usize]
+    };
+    assert_eq!(count(&h, 4_999, JobState::Scheduled), 1);
+    assert_eq!(count(&h, 5_000, JobState::Ready), 1);
+    assert_eq!(count(&h, 5_000, JobState::Scheduled), 0);
+    // A failed attempt waits for its retry: scheduled until the backoff ends.
+    leased(
+        h.apply(Op::Lease {
+            ids: vec![id],
+            holder: holder(1),
+            at_ms: 6_000,
+        })
+        .await,
+    );
+    assert_eq!(count(&h, 6_000, JobState::Leased), 1);
+    let job = updated(
+        h.apply(Op::Fail {
+            id,
+            token: 1,
+            error: "boom".into(),
+            retryable: true,
+            at_ms: 6_100,
+        })
+        .await,
+    );
+    assert!(job.run_at_ms > 6_100);
+    assert_eq!(count(&h, 6_100, JobState::Scheduled), 1);
+    assert_eq!(count(&h, job.run_at_ms, JobState::Ready), 1);
+    // Listing by state agrees.
+    let filter = |state, as_of_ms| sundial_raft::store::JobFilter {
+        namespace: "default".into(),
+        queue: Some("q".into()),
+        state: Some(state),
+        as_of_ms,
+    };
+    let page = h
+        .store
+        .list_jobs(0, &filter(JobState::Ready, 6_100), None, 10)
+        .expect("list");
+    assert!(page.jobs.is_empty());
+    let page = h
+        .store
+        .list_jobs(0, &filter(JobState::Ready, job.run_at_ms), None, 10)
+        .expect("list");
+    assert_eq!(page.jobs.len(), 1);
+}

@@ -663,7 +663,9 @@ impl GatewayHandle {
                 ensure_linearizable(&raft, shard, timeout).await?;
                 let store = &self.inner.store;
                 let internal = |e: sundial_raft::store::StoreError| ExecError::Internal(e.to_string());
-                let counts = store.queue_counts(shard, &namespace, &queue).map_err(internal)?;
+                let counts = store
+                    .queue_counts(shard, &namespace, &queue, sundial_raft::job::now_ms())
+                    .map_err(internal)?;
                 let config = store.queue_config(shard, &namespace, &queue).map_err(internal)?;
                 Ok(GatewayReply::QueueStats(counts, config))
             }

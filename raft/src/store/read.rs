@@ -142,11 +142,18 @@ impl NodeStore {
     }
 
     /// How many jobs of a queue on one shard are in each state, by state code.
-    pub fn queue_counts(&self, shard: ShardId, namespace: &str, queue: &str) -> Result<[u64; 8], StoreError> {
+    /// A waiting job counts as ready once due at `now_ms`.
+    pub fn queue_counts(
+        &self,
+        shard: ShardId,
+        namespace: &str,
+        queue: &str,
+        now_ms: i64,
+    ) -> Result<[u64; 8], StoreError> {
         let prefix = queue_prefix(shard, namespace, queue);
         let mut counts = [0u64; 8];
         self.visit_index(&prefix, &prefix, |_, state| {
-            if let Some(slot) = state.first().and_then(|c| counts.get_mut(*c as usize)) {
+            if let Some(slot) = index_state(state, now_ms).and_then(|c| counts.get_mut(c as usize)) {
                 *slot += 1;
             }
             Ok(true)
@@ -277,21 +284,13 @@ impl NodeStore {
             IteratorMode::From(&start, Direction::Forward),
         );
         let mut page = JobPage::default();
-        // Scheduled and ready jobs share the stored codes of both: which one
-        // a waiting job is depends on the time.
-        let waiting = [JobState::Scheduled.code(), JobState::Ready.code()];
         for item in iter {
             let (key, state) = item?;
-            if let Some(wanted) = filter.state {
-                let code = state.first().copied().unwrap_or(0);
-                let candidate = if waiting.contains(&wanted.code()) {
-                    waiting.contains(&code)
-                } else {
-                    code == wanted.code()
-                };
-                if !candidate {
-                    continue;
-                }
+            if filter
+                .state
+                .is_some_and(|wanted| index_state(&state, filter.as_of_ms) != Some(wanted.code()))
+            {
+                continue;
             }
             let Some(id) = trailing_id(&key) else { continue };
             let Some(job) = self.get_job(&id)? else { continue };
@@ -309,4 +308,21 @@ impl NodeStore {
         }
         Ok(page)
     }
+}
+
+/// The state code a list-index value (`Q`, `N`) stands for at `now_ms`: a
+/// waiting job (code, then its due time) is ready once due, scheduled
+/// before.
+fn index_state(value: &[u8], now_ms: i64) -> Option<u8> {
+    let (&code, rest) = value.split_first()?;
+    let waiting = [JobState::Scheduled.code(), JobState::Ready.code()];
+    if !waiting.contains(&code) {
+        return Some(code);
+    }
+    let run_at = i64::from_be_bytes(rest.try_into().ok()?);
+    Some(if run_at <= now_ms {
+        JobState::Ready.code()
+    } else {
+        JobState::Scheduled.code()
+    })
 }

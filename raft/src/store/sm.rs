@@ -176,16 +176,21 @@ impl StateMachine {
                 lease_value(lease.token, &TimerInfo::of(job))?,
             );
         }
-        let state = [job.state.code()];
+        // The state code; a waiting job's due time after it, since whether
+        // it is scheduled or ready depends on the time it is read at.
+        let mut state = vec![job.state.code()];
+        if job.is_waiting() {
+            state.extend_from_slice(&job.run_at_ms.to_be_bytes());
+        }
         batch.put_cf(
             sm,
             with_id(queue_prefix(self.shard, &job.namespace, &job.queue), &job.id),
-            state,
+            &state,
         );
         batch.put_cf(
             sm,
             with_id(namespace_prefix(self.shard, &job.namespace), &job.id),
-            state,
+            &state,
         );
         Ok(())
     }
