@@ -144,6 +144,12 @@ pub enum Op {
         patch: QueuePatch,
         at_ms: i64,
     },
+    /// Delete these idempotency index entries (full `I` keys of this shard)
+    /// if their retention ended by `at_ms`; others are left alone.
+    PurgeKeys {
+        keys: Vec<Vec<u8>>,
+        at_ms: i64,
+    },
     /// A shard leader's report about a queue with a concurrency limit, to
     /// the queue's home shard (see `crate::quota`).
     Quota {
@@ -242,6 +248,8 @@ pub enum OpResult {
     ScheduleExists(Box<Schedule>),
     /// A queue's settings as stored now.
     Queue(QueueConfig),
+    /// Expired idempotency entries removed.
+    Purged { removed: u32 },
     /// The queue's home shard answered a quota report.
     Quota(QuotaAnswer),
     /// A firing was applied: how many jobs it created.

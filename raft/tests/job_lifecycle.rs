@@ -870,3 +870,48 @@ async fn queue_counts_show_a_waiting_job_as_ready_once_it_is_due() {
         .expect("list");
     assert_eq!(page.jobs.len(), 1);
 }
+
+#[tokio::test]
+async fn expired_idempotency_keys_are_purged_and_live_ones_stay() {
+    let mut h = Harness::new();
+    for (n, key, until) in [(1, "old-a", 2_000), (2, "old-b", 3_000), (3, "live", 90_000)] {
+        let mut job = new_job(n, 1_000, 1);
+        job.idempotency_key = Some(key.into());
+        job.idempotency_until_ms = until;
+        h.apply(Op::Submit(Box::new(job))).await;
+    }
+    // Pages of two entries: the expired ones are found across pages.
+    let (first, next) = h.store.scan_expired_keys(0, None, 5_000, 2).expect("scan");
+    let next = next.expect("more to scan");
+    let (second, end) = h.store.scan_expired_keys(0, Some(&next), 5_000, 2).expect("scan");
+    assert_eq!(end, None, "the end of the index");
+    let expired: Vec<Vec<u8>> = first.into_iter().chain(second).collect();
+    assert_eq!(expired.len(), 2);
+    // "old-a" is used again before the purge applies: it stays.
+    let mut again = new_job(4, 1_000, 1);
+    again.created_at_ms = 4_000;
+    again.idempotency_key = Some("old-a".into());
+    again.idempotency_until_ms = 50_000;
+    h.apply(Op::Submit(Box::new(again))).await;
+    let mut keys = expired.clone();
+    keys.push(b"not a key of this shard".to_vec());
+    assert_eq!(
+        h.apply(Op::PurgeKeys { keys, at_ms: 5_000 }).await,
+        OpResult::Purged { removed: 1 }
+    );
+    let (left, _) = h.store.scan_expired_keys(0, None, 100_000, 100).expect("scan");
+    assert_eq!(left.len(), 2, "old-a (renewed) and live remain");
+    // A submit with the purged key creates a new job.
+    let mut fresh = new_job(5, 1_000, 1);
+    fresh.created_at_ms = 6_000;
+    fresh.idempotency_key = Some("old-b".into());
+    fresh.idempotency_until_ms = 60_000;
+    let fresh_id = fresh.id;
+    assert_eq!(
+        h.apply(Op::Submit(Box::new(fresh))).await,
+        OpResult::Submitted {
+            created: true,
+            id: fresh_id
+        }
+    );
+}

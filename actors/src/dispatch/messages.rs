@@ -62,6 +62,9 @@ pub enum DispatchMsg {
         queue: (String, String),
         answer: Option<QuotaAnswer>,
     },
+    /// A step of the idempotency-key sweep ended; go on from `next` (`None`:
+    /// the sweep reached the end of the index).
+    KeysSwept { epoch: u64, next: Option<Vec<u8>> },
     /// Time to look at timers, leases and parked requests.
     Tick,
 }

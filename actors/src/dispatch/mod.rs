@@ -39,6 +39,12 @@ const WINDOW_MS: i64 = 60_000;
 const WINDOW_CAP: usize = 20_000;
 /// Longest a lease request is held when no job is ready.
 const MAX_WAIT_MS: u64 = 30_000;
+/// How often the leader sweeps expired idempotency keys out of the index.
+const KEY_SWEEP_EVERY_MS: i64 = 60_000;
+/// Index entries looked at per sweep step (steps follow each other quickly
+/// until the end of the index).
+const KEY_SWEEP_PAGE: usize = 1_000;
+const KEY_SWEEP_STEP_MS: i64 = 200;
 /// How long a lease or expiry write may take.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -76,6 +82,11 @@ pub struct DispatcherState {
     state: DispatchState<(LeaseHolder, LeaseReply)>,
     /// When the next `Tick` is due, if one is scheduled.
     armed: Option<i64>,
+    /// The idempotency-key sweep: when its next step is due, where it goes
+    /// on from, and whether a step is running.
+    sweep_at: i64,
+    sweep_from: Option<Vec<u8>>,
+    sweeping: bool,
     watcher: JoinHandle<()>,
 }
 
@@ -103,6 +114,9 @@ impl Actor for Dispatcher {
             buffered: Vec::new(),
             state: DispatchState::new(WINDOW_CAP),
             armed: None,
+            sweep_at: now_ms() + KEY_SWEEP_EVERY_MS,
+            sweep_from: None,
+            sweeping: false,
             watcher,
         })
     }
@@ -193,6 +207,18 @@ impl Actor for Dispatcher {
             DispatchMsg::LeaseWritten { picked } => s.state.lease_written(&picked),
             DispatchMsg::ExpiryFailed(id) => s.state.expiry_failed(&id),
             DispatchMsg::FireDone { namespace, id } => s.state.fire_done(&namespace, &id),
+            DispatchMsg::KeysSwept { epoch, next } => {
+                if epoch == s.epoch {
+                    s.sweeping = false;
+                    let pause = if next.is_some() {
+                        KEY_SWEEP_STEP_MS
+                    } else {
+                        KEY_SWEEP_EVERY_MS
+                    };
+                    s.sweep_at = now_ms() + pause;
+                    s.sweep_from = next;
+                }
+            }
             DispatchMsg::QuotaAnswered { epoch, queue, answer } => {
                 if epoch == s.epoch {
                     s.state.quota_answered(&queue, answer);
@@ -263,6 +289,7 @@ fn on_leadership(
                 "dispatcher idle: another node leads the shard"
             );
             s.epoch += 1;
+            s.sweeping = false;
             s.store.set_listener(s.shard, None);
             s.loaded = false;
             s.loading = false;
@@ -283,6 +310,9 @@ fn on_leadership(
 /// applied in between is missed. Parked requests stay parked.
 fn restart_epoch(myself: &ActorRef<DispatchMsg>, s: &mut DispatcherState) {
     s.epoch += 1;
+    // A step of the old epoch still running is harmless (the purge re-checks
+    // every key); its answer is dropped, so do not wait for it.
+    s.sweeping = false;
     let parked = s.state.drain_parked();
     s.state = DispatchState::new(WINDOW_CAP);
     for p in parked {
@@ -498,12 +528,16 @@ fn process(myself: &ActorRef<DispatchMsg>, s: &mut DispatcherState) {
     for (namespace, id) in s.state.due_schedules(now) {
         fire_schedule(myself, s.shard, s.store.clone(), namespace, id);
     }
+    if !s.sweeping && s.sweep_at <= now {
+        sweep_keys(myself, s, now);
+    }
     let refill_at = s.state.horizon().map(|h| h.0.saturating_sub(WINDOW_MS / 2));
     if !s.loading && s.state.room() > 0 && refill_at.is_some_and(|at| at <= now) {
         start_load(myself, s, false);
     }
     let refill_pending = !s.loading && s.state.room() > 0;
-    let next = [s.state.next_wakeup(), refill_at.filter(|_| refill_pending)]
+    let sweep = (!s.sweeping).then_some(s.sweep_at);
+    let next = [s.state.next_wakeup(), refill_at.filter(|_| refill_pending), sweep]
         .into_iter()
         .flatten()
         .min();
@@ -514,6 +548,50 @@ fn process(myself: &ActorRef<DispatchMsg>, s: &mut DispatcherState) {
             myself.send_after(delay, || DispatchMsg::Tick);
         }
     }
+}
+
+/// One step of the idempotency-key sweep: reads a page of the index off the
+/// actor's thread and deletes the expired keys in it through Raft (the state
+/// machine re-checks each one, so a key used again meanwhile stays).
+fn sweep_keys(myself: &ActorRef<DispatchMsg>, s: &mut DispatcherState, now: i64) {
+    s.sweeping = true;
+    let myself = myself.clone();
+    let store = s.store.clone();
+    let (shard, epoch, from) = (s.shard, s.epoch, s.sweep_from.clone());
+    // Ends with the step; the actor drops the result of an older epoch.
+    tokio::spawn(async move {
+        let read = tokio::task::spawn_blocking(move || {
+            store.scan_expired_keys(shard, from.as_deref(), now, KEY_SWEEP_PAGE)
+        })
+        .await;
+        let next = match read {
+            Ok(Ok((expired, next))) => {
+                if !expired.is_empty() {
+                    let op = Op::PurgeKeys {
+                        keys: expired,
+                        at_ms: now,
+                    };
+                    match ShardHandle::new(shard).write(op, WRITE_TIMEOUT).await {
+                        Ok(OpResult::Purged { removed }) => {
+                            tracing::debug!(shard, removed, "expired idempotency keys removed")
+                        }
+                        Ok(other) => tracing::warn!(shard, ?other, "unexpected answer to a key purge"),
+                        Err(e) => tracing::debug!(shard, error = %e, "key purge not written; next sweep"),
+                    }
+                }
+                next
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(shard, error = %e, "cannot read the idempotency index; next sweep");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(shard, error = %e, "idempotency sweep task failed; next sweep");
+                None
+            }
+        };
+        let _ = myself.cast(DispatchMsg::KeysSwept { epoch, next });
+    });
 }
 
 /// Writes a quota report to the queue's home shard (wherever it is led) and

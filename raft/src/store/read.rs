@@ -10,7 +10,7 @@ use crate::job::{Job, JobId, JobState, ShardId};
 use crate::keys::{
     fire_key_parts, job_key, key_time, namespace_prefix, prefix_end, queue_config_key, queue_config_parts,
     queue_prefix, schedule_key, schedule_prefix, sm_key, time_key_in, trailing_id, with_id, CF_SM, SM_FIRE,
-    SM_LEASE, SM_QUEUE_CONFIG, SM_TIME,
+    SM_IDEMPOTENCY, SM_LEASE, SM_QUEUE_CONFIG, SM_TIME,
 };
 use crate::schedule::Schedule;
 use crate::types::QueueConfig;
@@ -41,6 +41,10 @@ pub struct TimerEntry {
     pub id: JobId,
     pub info: TimerInfo,
 }
+
+/// A page of the idempotency-key sweep: the expired keys found, and the key
+/// to go on after (`None` at the end of the index).
+pub type KeySweep = (Vec<Vec<u8>>, Option<Vec<u8>>);
 
 /// A leased job in the lease index.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -159,6 +163,44 @@ impl NodeStore {
             Ok(true)
         })?;
         Ok(counts)
+    }
+
+    /// Up to `limit` idempotency index entries after `after` (exclusive):
+    /// the keys among them whose retention ended by `now_ms`, and where to
+    /// go on from (`None` once the end of the index was reached).
+    pub fn scan_expired_keys(
+        &self,
+        shard: ShardId,
+        after: Option<&[u8]>,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<KeySweep, StoreError> {
+        let prefix = sm_key(shard, SM_IDEMPOTENCY);
+        let start = match after {
+            Some(key) => {
+                let mut k = key.to_vec();
+                k.push(0);
+                k
+            }
+            None => prefix.clone(),
+        };
+        let mut expired = Vec::new();
+        let mut seen = 0;
+        let mut last = None;
+        self.visit_index(&prefix, &start, |key, value| {
+            let until = value
+                .get(16..24)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(i64::from_be_bytes);
+            if until.is_some_and(|until| until <= now_ms) {
+                expired.push(key.to_vec());
+            }
+            seen += 1;
+            last = Some(key.to_vec());
+            Ok(seen < limit)
+        })?;
+        let next = if seen < limit { None } else { last };
+        Ok((expired, next))
     }
 
     /// Every active schedule of a shard: (next fire, namespace, id).

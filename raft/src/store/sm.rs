@@ -17,7 +17,7 @@ use crate::job::{Job, JobId, JobState, Lease, ShardId};
 use crate::keys::{
     fire_key, idempotency_key, job_key, lease_key, namespace_prefix, queue_config_key, queue_prefix,
     quota_key, schedule_key, shard_end, shard_start, sm_key, time_key, with_id, CF_SM, SM_APPLIED,
-    SM_MEMBERSHIP,
+    SM_IDEMPOTENCY, SM_MEMBERSHIP,
 };
 use crate::quota::{QuotaAnswer, QuotaTable};
 use crate::schedule::{Overlap, Schedule};
@@ -374,6 +374,30 @@ impl StateMachine {
                 );
                 pending.queues.insert((namespace, queue), config.clone());
                 Ok(OpResult::Queue(config))
+            }
+            Op::PurgeKeys { keys, at_ms } => {
+                let own = sm_key(self.shard, SM_IDEMPOTENCY);
+                let mut removed = 0;
+                for key in keys {
+                    if !key.starts_with(&own) || self.retained_key(&key, at_ms, pending)?.is_some() {
+                        continue;
+                    }
+                    let exists = match pending.keys.get(&key) {
+                        Some((_, until)) => *until != i64::MIN,
+                        None => self
+                            .db
+                            .get_pinned_cf(cf(&self.db, CF_SM), &key)
+                            .map_err(sm_read_err)?
+                            .is_some(),
+                    };
+                    if exists {
+                        batch.delete_cf(cf(&self.db, CF_SM), &key);
+                        // Gone for the rest of the batch too.
+                        pending.keys.insert(key, (JobId([0; 16]), i64::MIN));
+                        removed += 1;
+                    }
+                }
+                Ok(OpResult::Purged { removed })
             }
             Op::Quota {
                 namespace,
