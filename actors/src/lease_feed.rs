@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sundial_raft::{Job, ShardId};
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::dispatch::LeaseRequest;
@@ -38,13 +38,16 @@ pub trait JobSink: Send + Sync + 'static {
 
 /// Starts one poller per shard. `request` says what to lease and for whom
 /// (its `max` and `wait_ms` are set per poll). Dropping or aborting the
-/// returned set stops the feed.
+/// returned set stops the feed at once; setting `stop` stops it cleanly: a
+/// poller ends between requests, after delivering what it leased, so when
+/// the set is empty no job is in flight to the sink.
 pub fn start<S: JobSink>(
     gateway: &GatewayHandle,
     request: LeaseRequest,
     slots: Arc<Semaphore>,
     slot_count: u32,
     sink: Arc<S>,
+    stop: watch::Receiver<bool>,
 ) -> JoinSet<()> {
     let shard_count = gateway.layout().shard_count;
     let mut pollers = JoinSet::new();
@@ -56,6 +59,7 @@ pub fn start<S: JobSink>(
             fair_share: slot_count.div_ceil(shard_count.max(1)).max(1),
             slots: slots.clone(),
             sink: sink.clone(),
+            stop: stop.clone(),
         };
         pollers.spawn(poller.run());
     }
@@ -72,6 +76,7 @@ struct Poller<S> {
     fair_share: u32,
     slots: Arc<Semaphore>,
     sink: Arc<S>,
+    stop: watch::Receiver<bool>,
 }
 
 impl<S: JobSink> Poller<S> {
@@ -79,20 +84,34 @@ impl<S: JobSink> Poller<S> {
         let mut hot = false;
         let mut backoff = Duration::from_millis(50);
         loop {
+            if *self.stop.borrow() {
+                return;
+            }
             if !hot {
-                // Wait, holding no slots, until the shard has work.
+                // Wait, holding no slots, until the shard has work (or the
+                // feed stops: this wait holds no jobs, so it may be dropped).
                 let mut wait = self.request.clone();
                 wait.max = 0;
                 wait.wait_ms = LONG_POLL.as_millis() as u64;
                 let deadline = Instant::now() + LONG_POLL + LEASE_TIMEOUT;
-                if let Err(e) = self.gateway.lease(self.shard, wait, deadline).await {
+                let mut stop = self.stop.clone();
+                let waited = tokio::select! {
+                    waited = self.gateway.lease(self.shard, wait, deadline) => waited,
+                    _ = stop.wait_for(|s| *s) => return,
+                };
+                if let Err(e) = waited {
                     tracing::debug!(shard = self.shard, error = %e, "waiting for work failed, retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                     continue;
                 }
             }
-            let Ok(first) = self.slots.clone().acquire_owned().await else {
+            let mut stop = self.stop.clone();
+            let first = tokio::select! {
+                first = self.slots.clone().acquire_owned() => first,
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            let Ok(first) = first else {
                 return;
             };
             first.forget();

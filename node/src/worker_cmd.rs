@@ -30,11 +30,30 @@ pub async fn run(client: ClientArgs, args: WorkerArgs) -> Result<(), CliError> {
     if let Some(id) = args.id {
         worker = worker.id(id);
     }
+    // SIGINT or SIGTERM: jobs not started yet go back at once (their attempt
+    // not counted), running commands finish and are recorded, then exit.
+    let shutdown = async {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM; stopping on Ctrl-C only");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
     worker
-        .run(move |job| {
-            let exec = exec.clone();
-            async move { run_command(&exec, job).await }
-        })
+        .run_until(
+            move |job| {
+                let exec = exec.clone();
+                async move { run_command(&exec, job).await }
+            },
+            shutdown,
+        )
         .await?;
     Ok(())
 }

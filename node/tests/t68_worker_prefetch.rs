@@ -71,3 +71,76 @@ async fn t68_prefetched_jobs_wait_with_live_leases_and_run_one_at_a_time() {
     assert_eq!(most.load(Ordering::SeqCst), 1, "one handler at a time");
     worker.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t69_a_stopping_worker_releases_its_prefetched_jobs_unspent() {
+    let cluster = TestCluster::start(1, 2);
+    cluster.wait_all_leaders(0, Duration::from_secs(30)).await;
+    let mut client = cluster.client(0).await;
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        // One attempt each: a job whose attempt was spent would be dead.
+        let job = NewJob::new("graceful", format!("job-{i}")).max_attempts(1);
+        ids.push(client.submit(job).await.expect("submit"));
+    }
+    let started = Arc::new(AtomicU32::new(0));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let first = {
+        let started = started.clone();
+        let worker = Worker::new(cluster.addr(0))
+            .queue("graceful")
+            .concurrency(1)
+            .prefetch(5);
+        tokio::spawn(async move {
+            worker
+                .run_until(
+                    move |_job| {
+                        let started = started.clone();
+                        async move {
+                            started.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                            Ok(b"first".to_vec())
+                        }
+                    },
+                    async {
+                        let _ = stop_rx.await;
+                    },
+                )
+                .await
+        })
+    };
+    // All six held (one running, five waiting), then stop.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let stats = client.queue_stats("", "graceful").await.expect("stats");
+        if stats.leased == 6 && started.load(Ordering::SeqCst) == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the worker did not take its jobs: {stats:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let _ = stop_tx.send(());
+    // The worker returns once the running job is recorded and the rest are
+    // released.
+    tokio::time::timeout(Duration::from_secs(10), first)
+        .await
+        .expect("the worker stopped")
+        .expect("worker task")
+        .expect("clean stop");
+    let stats = client.queue_stats("", "graceful").await.expect("stats");
+    assert_eq!((stats.succeeded, stats.ready, stats.dead), (1, 5, 0), "{stats:?}");
+    // Another worker runs the released jobs on their one attempt.
+    let second = tokio::spawn(
+        Worker::new(cluster.addr(0))
+            .queue("graceful")
+            .concurrency(5)
+            .run(|_job| async { Ok(b"second".to_vec()) }),
+    );
+    for id in &ids {
+        common::worker::wait_state(&mut client, id, JobState::Succeeded, Duration::from_secs(20)).await;
+    }
+    second.abort();
+}

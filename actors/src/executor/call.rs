@@ -189,8 +189,12 @@ pub async fn call(
         }
         return Ok(body);
     }
-    let excerpt = String::from_utf8_lossy(&body);
-    let excerpt = excerpt.trim();
+    // One line: runs of whitespace (newlines in an HTML page, say) become
+    // one space.
+    let excerpt = String::from_utf8_lossy(&body)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
     Err(if excerpt.is_empty() {
         format!("HTTP {status}")
     } else {

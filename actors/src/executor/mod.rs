@@ -122,6 +122,7 @@ pub struct ExecutorSupervisorState {
     failures: RestartTracker,
     policy: RestartPolicy,
     _pollers: JoinSet<()>,
+    _never_stop: tokio::sync::watch::Sender<bool>,
     _notices: tokio::task::JoinHandle<()>,
 }
 
@@ -172,6 +173,7 @@ impl Actor for ExecutorSupervisor {
             failures: RestartTracker::default(),
             policy: args.config.policy,
             _pollers: JoinSet::new(),
+            _never_stop: tokio::sync::watch::channel(false).0,
             _notices: tokio::spawn({
                 let shared = shared.clone();
                 async move {
@@ -193,7 +195,17 @@ impl Actor for ExecutorSupervisor {
             wait_ms: 0,
         };
         let sink = Arc::new(SupervisorSink(myself.clone()));
-        state._pollers = lease_feed::start(&args.gateway, request, state.slots.clone(), concurrency, sink);
+        // The executors never drain: the feed stops with the supervisor.
+        let (_keep, never) = tokio::sync::watch::channel(false);
+        state._pollers = lease_feed::start(
+            &args.gateway,
+            request,
+            state.slots.clone(),
+            concurrency,
+            sink,
+            never.clone(),
+        );
+        state._never_stop = _keep;
         tracing::info!(concurrency, "HTTP executors started");
         Ok(state)
     }

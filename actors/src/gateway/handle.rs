@@ -181,13 +181,14 @@ impl GatewayHandle {
         }
     }
 
-    /// Writes a heartbeat, completion or failure of one attempt (`op` names
+    /// Writes a heartbeat, completion, failure or release of one attempt (`op` names
     /// the job and its fencing token) and returns the job as stored after it.
     pub async fn attempt(&self, op: Op, deadline: Instant) -> Result<Job, Error> {
         let (id, token) = match &op {
-            Op::Heartbeat { id, token, .. } | Op::Complete { id, token, .. } | Op::Fail { id, token, .. } => {
-                (*id, *token)
-            }
+            Op::Heartbeat { id, token, .. }
+            | Op::Complete { id, token, .. }
+            | Op::Fail { id, token, .. }
+            | Op::Release { id, token, .. } => (*id, *token),
             other => return Err(Error::Internal(format!("not an attempt operation: {other:?}"))),
         };
         let request = GatewayRequest::Write {

@@ -20,7 +20,7 @@ use sundial_proto::v1::worker_message::Kind as WorkerKind;
 use sundial_proto::v1::worker_service_server::WorkerService;
 use sundial_raft::types::{LeaseHolder, Op};
 use sundial_raft::JobId;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -266,11 +266,27 @@ impl Session {
             held: self.held.clone(),
             out: self.out.clone(),
         });
-        let mut pollers = lease_feed::start(&self.gateway, request, slots.clone(), self.hello.credits, sink);
+        let (drain, draining) = watch::channel(false);
+        let mut pollers = lease_feed::start(
+            &self.gateway,
+            request,
+            slots.clone(),
+            self.hello.credits,
+            sink,
+            draining,
+        );
         let mut ops = JoinSet::new();
         loop {
             tokio::select! {
                 msg = inbound.message() => match msg {
+                    Ok(Some(pb::WorkerMessage { kind: Some(WorkerKind::Drain(_)) })) => {
+                        // Lease nothing more; once every poller has
+                        // delivered what it leased, tell the worker.
+                        let _ = drain.send(true);
+                        while pollers.join_next().await.is_some() {}
+                        let kind = pb::node_message::Kind::Drained(pb::WorkerDrained {});
+                        let _ = self.out.send(message(kind)).await;
+                    }
                     Ok(Some(msg)) => self.on_message(msg, &slots, &mut ops),
                     Ok(None) => break,
                     Err(e) => {
@@ -356,12 +372,21 @@ impl Session {
                 let op = parse_id("id", &f.id, shard_count).map(|id| fail_op(id, f));
                 (raw, token, op)
             }
+            Some(WorkerKind::Release(r)) => {
+                let op = parse_id("id", &r.id, shard_count).map(|id| Op::Release {
+                    id,
+                    token: r.token,
+                    at_ms: now_ms(),
+                });
+                (r.id, r.token, op)
+            }
             Some(WorkerKind::Hello(_)) => {
                 let status = invalid("hello", "a stream takes one hello, first");
                 self.ack(ops, String::new(), 0, Err(status));
                 return;
             }
-            None => return,
+            // Handled by the session loop.
+            Some(WorkerKind::Drain(_)) | None => return,
         };
         let op = match op {
             Ok(op) => op,
@@ -370,7 +395,7 @@ impl Session {
                 return;
             }
         };
-        if let Op::Complete { id, .. } | Op::Fail { id, .. } = &op {
+        if let Op::Complete { id, .. } | Op::Fail { id, .. } | Op::Release { id, .. } = &op {
             self.release(id, slots);
         }
         let gateway = self.gateway.clone();

@@ -34,8 +34,9 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::AbortHandle;
+use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::proto::node_message::Kind as NodeKind;
@@ -136,10 +137,40 @@ impl Worker {
         F: Fn(proto::Job) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Vec<u8>, JobFailure>> + Send + 'static,
     {
+        self.run_until(handler, std::future::pending()).await
+    }
+
+    /// Like [`Worker::run`], until `shutdown` completes; then it stops
+    /// gracefully: jobs not started yet (prefetched) are released — ready
+    /// again at once, their attempt not counted — running handlers finish
+    /// and their outcomes are recorded, and the stream closes.
+    pub async fn run_until<F, Fut, S>(self, handler: F, shutdown: S) -> Result<(), Error>
+    where
+        F: Fn(proto::Job) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Vec<u8>, JobFailure>> + Send + 'static,
+        S: Future<Output = ()> + Send,
+    {
         let handler = Arc::new(handler);
+        let (stop_tx, stop) = watch::channel(false);
         let mut backoff = Duration::from_millis(100);
+        let mut shutdown = std::pin::pin!(shutdown);
         loop {
-            let outcome = self.session(handler.clone()).await;
+            let outcome = {
+                let session = self.session(handler.clone(), stop.clone());
+                tokio::pin!(session);
+                loop {
+                    tokio::select! {
+                        outcome = &mut session => break outcome,
+                        () = &mut shutdown, if !*stop_tx.borrow() => {
+                            tracing::info!(addr = %self.addr, "worker stopping: releasing waiting jobs, finishing running ones");
+                            let _ = stop_tx.send(true);
+                        }
+                    }
+                }
+            };
+            if *stop_tx.borrow() {
+                return outcome;
+            }
             match outcome {
                 Err(Error::Status(s)) if s.code() == tonic::Code::InvalidArgument => {
                     return Err(Error::Status(s));
@@ -154,8 +185,9 @@ impl Worker {
         }
     }
 
-    /// One connection: until the stream ends.
-    async fn session<F, Fut>(&self, handler: Arc<F>) -> Result<(), Error>
+    /// One connection: until the stream ends, or (once `stop` is set)
+    /// until every job it holds is answered.
+    async fn session<F, Fut>(&self, handler: Arc<F>, stop: watch::Receiver<bool>) -> Result<(), Error>
     where
         F: Fn(proto::Job) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Vec<u8>, JobFailure>> + Send + 'static,
@@ -180,23 +212,51 @@ impl Worker {
             .await;
         let mut inbound = service.open_session(ReceiverStream::new(rx)).await?.into_inner();
         let running: Arc<Mutex<HashMap<String, AbortHandle>>> = Arc::default();
-        while let Some(msg) = inbound.message().await? {
+        let mut tasks = JoinSet::new();
+        let mut tx = Some(tx);
+        let mut stopping = stop.clone();
+        let (mut drain_sent, mut drained) = (false, false);
+        loop {
+            if drained && tasks.is_empty() {
+                // Nothing more comes and nothing is held: closing our side
+                // ends the stream once the node has our last answers.
+                tx = None;
+            }
+            let msg = tokio::select! {
+                msg = inbound.message() => msg?,
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+                true = async { stopping.wait_for(|s| *s).await.is_ok() }, if !drain_sent => {
+                    drain_sent = true;
+                    if let Some(tx) = &tx {
+                        let drain = proto::WorkerMessage { kind: Some(WorkerKind::Drain(proto::WorkerDrain {})) };
+                        let _ = tx.send(drain).await;
+                    }
+                    continue;
+                }
+            };
+            let Some(msg) = msg else { break };
             match msg.kind {
                 Some(NodeKind::Welcome(w)) => {
                     tracing::info!(node = w.node_id, session = w.session_id, "worker connected");
                 }
                 Some(NodeKind::Job(job)) => {
+                    let Some(tx) = tx.clone() else {
+                        // Pushed while the stream closes: the node fails it
+                        // back when the stream ends.
+                        continue;
+                    };
                     let id = job.id.clone();
-                    let task = tokio::spawn(run_job(
+                    let task = tasks.spawn(run_job(
                         job,
                         handler.clone(),
                         slots.clone(),
-                        tx.clone(),
+                        stop.clone(),
+                        tx,
                         running.clone(),
                     ));
                     let mut running = running.lock().unwrap_or_else(|p| p.into_inner());
                     if !task.is_finished() {
-                        running.insert(id, task.abort_handle());
+                        running.insert(id, task);
                     }
                 }
                 Some(NodeKind::Cancelled(c)) => {
@@ -210,6 +270,7 @@ impl Worker {
                     tracing::warn!(job = %ack.id, token = ack.token, code = ack.code, message = %ack.message, "node refused an answer");
                 }
                 Some(NodeKind::Ack(_)) => {}
+                Some(NodeKind::Drained(_)) => drained = true,
                 None => {}
             }
         }
@@ -218,11 +279,13 @@ impl Worker {
 }
 
 /// Runs one job: waits for a free handler slot, runs the handler, then
-/// answers; the lease is heartbeated all along.
+/// answers; the lease is heartbeated all along. A job still waiting when
+/// the worker stops is released.
 async fn run_job<F, Fut>(
     job: proto::Job,
     handler: Arc<F>,
     slots: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
     tx: mpsc::Sender<proto::WorkerMessage>,
     running: Arc<Mutex<HashMap<String, AbortHandle>>>,
 ) where
@@ -241,6 +304,13 @@ async fn run_job<F, Fut>(
     };
     let slot = loop {
         tokio::select! {
+            biased;
+            true = async { stop.wait_for(|s| *s).await.is_ok() } => {
+                running.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+                let release = proto::ReleaseJobRequest { id: id.clone(), token };
+                let _ = tx.send(proto::WorkerMessage { kind: Some(WorkerKind::Release(release)) }).await;
+                return;
+            }
             slot = slots.clone().acquire_owned() => break slot,
             _ = ticker.tick() => {
                 let _ = tx.send(heartbeat()).await;
