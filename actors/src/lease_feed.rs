@@ -40,7 +40,8 @@ pub trait JobSink: Send + Sync + 'static {
 /// (its `max` and `wait_ms` are set per poll). Dropping or aborting the
 /// returned set stops the feed at once; setting `stop` stops it cleanly: a
 /// poller ends between requests, after delivering what it leased, so when
-/// the set is empty no job is in flight to the sink.
+/// the set is empty no job is in flight to the sink. A `stop` whose sender
+/// is gone never stops the feed.
 pub fn start<S: JobSink>(
     gateway: &GatewayHandle,
     request: LeaseRequest,
@@ -97,7 +98,7 @@ impl<S: JobSink> Poller<S> {
                 let mut stop = self.stop.clone();
                 let waited = tokio::select! {
                     waited = self.gateway.lease(self.shard, wait, deadline) => waited,
-                    _ = stop.wait_for(|s| *s) => return,
+                    true = async { stop.wait_for(|s| *s).await.is_ok() } => return,
                 };
                 if let Err(e) = waited {
                     tracing::debug!(shard = self.shard, error = %e, "waiting for work failed, retrying");
@@ -109,7 +110,7 @@ impl<S: JobSink> Poller<S> {
             let mut stop = self.stop.clone();
             let first = tokio::select! {
                 first = self.slots.clone().acquire_owned() => first,
-                _ = stop.wait_for(|s| *s) => return,
+                true = async { stop.wait_for(|s| *s).await.is_ok() } => return,
             };
             let Ok(first) = first else {
                 return;

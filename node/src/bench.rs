@@ -206,3 +206,43 @@ async fn run_level(connections: &[Conn], clients: usize, bench: &SubmitBench) ->
 fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("constant histogram bounds are valid")
 }
+
+/// Submits jobs `0..total` from `submitters` concurrent tasks spread over
+/// `clients`: `make(i)` builds job `i`, `acked(i)` runs after its submit was
+/// acknowledged. Returns how many submits failed.
+pub async fn submit_all(
+    clients: &[Client],
+    submitters: usize,
+    total: u64,
+    make: impl Fn(u64) -> NewJob + Send + Sync + 'static,
+    acked: impl Fn(u64) + Send + Sync + 'static,
+) -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let next = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let (make, acked) = (Arc::new(make), Arc::new(acked));
+    let mut tasks = Vec::new();
+    for s in 0..submitters.max(1) {
+        let mut client = clients[s % clients.len().max(1)].clone();
+        let (next, failed, make, acked) = (next.clone(), failed.clone(), make.clone(), acked.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    return;
+                }
+                match client.submit(make(i)).await {
+                    Ok(_) => acked(i),
+                    Err(_) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    failed.load(Ordering::Relaxed)
+}

@@ -6,8 +6,6 @@
 //! second from the first worker's start to the last completion. Every lease
 //! and every completion is a quorum-durable Raft write.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sundial_sdk::{Client, NewJob, Worker};
@@ -36,30 +34,14 @@ pub async fn run(args: ClientArgs, bench: DrainBench) -> Result<(), CliError> {
     for target in &targets {
         clients.push(Client::connect(target).await?.with_timeout(args.request_timeout));
     }
-    let next = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
-    let mut submitters = Vec::new();
-    for s in 0..bench.submitters {
-        let mut client = clients[s % clients.len()].clone();
-        let (next, failed, queue, total) = (next.clone(), failed.clone(), queue.clone(), bench.jobs);
-        submitters.push(tokio::spawn(async move {
-            while next.fetch_add(1, Ordering::Relaxed) < total {
-                if client
-                    .submit(NewJob::new(queue.clone(), vec![b'x'; 100]))
-                    .await
-                    .is_err()
-                {
-                    failed.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }));
-    }
-    for s in submitters {
-        let _ = s.await;
-    }
+    let failed = {
+        let queue = queue.clone();
+        let make = move |_| NewJob::new(queue.clone(), vec![b'x'; 100]);
+        crate::bench::submit_all(&clients, bench.submitters, bench.jobs, make, |_| {}).await
+    };
     let submit_secs = started.elapsed().as_secs_f64();
-    let stored = bench.jobs - failed.load(Ordering::Relaxed);
+    let stored = bench.jobs - failed;
 
     let workers = bench.workers.max(1);
     let per_worker = bench.slots.div_ceil(workers).max(1);

@@ -71,39 +71,26 @@ pub async fn run(args: ClientArgs, bench: TimerBench) -> Result<(), CliError> {
     }
     let start_ms = now_ms() + bench.lead.as_millis() as i64;
     let span_ms = bench.span.as_millis().max(1) as i64;
-    let next = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
     // Submits acknowledged only after their job was due: their lateness
     // says nothing about timers, so the run reports them.
     let late = Arc::new(AtomicU64::new(0));
+    let total = bench.jobs;
+    let run_at = move |i: u64| start_ms + (i as i64 * span_ms) / total.max(1) as i64;
     let submit_started = Instant::now();
-    let mut submitters = Vec::new();
-    for s in 0..bench.submitters {
-        let mut client = clients[s % clients.len()].clone();
-        let (next, failed, late, queue) = (next.clone(), failed.clone(), late.clone(), queue.clone());
-        let total = bench.jobs;
-        submitters.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= total {
-                    return;
-                }
-                let run_at = start_ms + (i as i64 * span_ms) / total.max(1) as i64;
-                let job = NewJob::new(queue.clone(), i.to_be_bytes().to_vec()).run_at_ms(run_at);
-                if client.submit(job).await.is_err() {
-                    failed.fetch_add(1, Ordering::Relaxed);
-                } else if now_ms() > run_at {
-                    late.fetch_add(1, Ordering::Relaxed);
-                }
+    let failed = {
+        let queue = queue.clone();
+        let make = move |i: u64| NewJob::new(queue.clone(), i.to_be_bytes().to_vec()).run_at_ms(run_at(i));
+        let late = late.clone();
+        let acked = move |i| {
+            if now_ms() > run_at(i) {
+                late.fetch_add(1, Ordering::Relaxed);
             }
-        }));
-    }
-    for s in submitters {
-        let _ = s.await;
-    }
+        };
+        crate::bench::submit_all(&clients, bench.submitters, total, make, acked).await
+    };
     let submit_secs = submit_started.elapsed().as_secs_f64();
     let late_submits = late.load(Ordering::Relaxed);
-    let submitted = bench.jobs - failed.load(Ordering::Relaxed);
+    let submitted = bench.jobs - failed;
 
     // Collect until every job came, or well past the last due time.
     let new_hist =

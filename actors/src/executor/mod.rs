@@ -60,8 +60,6 @@ pub struct ExecutorProbe {
     crash_after_call: AtomicU32,
     /// Executors replaced after a crash, since the node started.
     restarts: AtomicU64,
-    /// Calls made, since the node started.
-    calls: AtomicU64,
     /// Calls dropped because their job was cancelled.
     cancelled: AtomicU64,
 }
@@ -75,10 +73,6 @@ impl ExecutorProbe {
 
     pub fn restarts(&self) -> u64 {
         self.restarts.load(Ordering::SeqCst)
-    }
-
-    pub fn calls(&self) -> u64 {
-        self.calls.load(Ordering::SeqCst)
     }
 
     pub fn cancelled(&self) -> u64 {
@@ -122,7 +116,6 @@ pub struct ExecutorSupervisorState {
     failures: RestartTracker,
     policy: RestartPolicy,
     _pollers: JoinSet<()>,
-    _never_stop: tokio::sync::watch::Sender<bool>,
     _notices: tokio::task::JoinHandle<()>,
 }
 
@@ -173,7 +166,6 @@ impl Actor for ExecutorSupervisor {
             failures: RestartTracker::default(),
             policy: args.config.policy,
             _pollers: JoinSet::new(),
-            _never_stop: tokio::sync::watch::channel(false).0,
             _notices: tokio::spawn({
                 let shared = shared.clone();
                 async move {
@@ -195,17 +187,17 @@ impl Actor for ExecutorSupervisor {
             wait_ms: 0,
         };
         let sink = Arc::new(SupervisorSink(myself.clone()));
-        // The executors never drain: the feed stops with the supervisor.
-        let (_keep, never) = tokio::sync::watch::channel(false);
+        // The executors never drain (no sender): the feed stops with the
+        // supervisor, which drops it.
+        let never = tokio::sync::watch::channel(false).1;
         state._pollers = lease_feed::start(
             &args.gateway,
             request,
             state.slots.clone(),
             concurrency,
             sink,
-            never.clone(),
+            never,
         );
-        state._never_stop = _keep;
         tracing::info!(concurrency, "HTTP executors started");
         Ok(state)
     }
@@ -369,7 +361,6 @@ async fn run(shared: &Shared, job: Job) {
         let mut calls = shared.calls.lock().unwrap_or_else(|p| p.into_inner());
         calls.insert(job.id, stop.clone());
     }
-    shared.probe.calls.fetch_add(1, Ordering::SeqCst);
     let outcome = tokio::select! {
         outcome = call::call(&shared.client, &job, &target, token, shared.max_result_bytes) => Some(outcome),
         () = keep_lease(&shared.gateway, &job, token) => None,

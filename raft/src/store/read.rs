@@ -20,7 +20,8 @@ use crate::types::QueueConfig;
 pub struct JobFilter {
     pub namespace: String,
     pub queue: Option<String>,
-    /// Matched against [`Job::effective_state`] at `as_of_ms`.
+    /// Matched against the state at `as_of_ms` (see [`Job::effective_state`]),
+    /// as the list index records it.
     pub state: Option<JobState>,
     /// The time "due" is judged at (the request's), ms since the epoch.
     pub as_of_ms: i64,
@@ -336,12 +337,6 @@ impl NodeStore {
             }
             let Some(id) = trailing_id(&key) else { continue };
             let Some(job) = self.get_job(&id)? else { continue };
-            if filter
-                .state
-                .is_some_and(|wanted| job.effective_state(filter.as_of_ms) != wanted)
-            {
-                continue;
-            }
             if page.jobs.len() == limit {
                 page.more = true;
                 break;
