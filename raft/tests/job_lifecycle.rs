@@ -192,6 +192,18 @@ async fn a_job_is_not_leased_before_its_time_and_its_token_fences_completions() 
         }
     ));
     assert_eq!(h.job(&id).result.as_deref(), Some(&b"ok"[..]));
+    // The very same completion applied again (a gateway retry after a lost
+    // answer) is answered as accepted, and changes nothing.
+    let replay = updated(
+        h.apply(Op::Complete {
+            id,
+            token: 1,
+            result: b"ok".to_vec(),
+            at_ms: 5_700,
+        })
+        .await,
+    );
+    assert_eq!((replay.state, replay.updated_at_ms), (JobState::Succeeded, 5_500));
     assert!(h.store.scan_leases(0).expect("leases").is_empty());
     assert!(h
         .store
@@ -324,6 +336,34 @@ async fn out_of_attempts_is_dead_and_a_replay_gets_a_fresh_budget() {
             .await,
         );
         at = failed.run_at_ms;
+        // The same failure applied again is answered as accepted and does
+        // not count another attempt; another error from the same token is
+        // refused.
+        let replay = updated(
+            h.apply(Op::Fail {
+                id,
+                token: attempt,
+                error: format!("boom {attempt}"),
+                retryable: true,
+                at_ms: at + 1,
+            })
+            .await,
+        );
+        assert_eq!(
+            (replay.attempts, replay.updated_at_ms),
+            (failed.attempts, failed.updated_at_ms)
+        );
+        assert!(matches!(
+            h.apply(Op::Fail {
+                id,
+                token: attempt,
+                error: "something else".into(),
+                retryable: true,
+                at_ms: at + 1,
+            })
+            .await,
+            OpResult::Stale { .. }
+        ));
         if attempt == 2 {
             assert_eq!(failed.state, JobState::Dead);
         } else {

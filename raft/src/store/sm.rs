@@ -268,20 +268,47 @@ impl StateMachine {
                 token,
                 result,
                 at_ms,
-            } => self.with_lease(id, token, batch, pending, |job| {
-                job.state = JobState::Succeeded;
-                job.result = Some(result);
-                job.updated_at_ms = at_ms;
-            }),
+            } => {
+                // The same completion applied again (the gateway retries a
+                // write whose first answer was lost in a leader change): it
+                // did complete the job, so it is answered as accepted.
+                if let Some(old) = self.load_job(&id, pending)? {
+                    if old.state == JobState::Succeeded
+                        && old.attempts == token
+                        && old.result.as_deref() == Some(result.as_slice())
+                    {
+                        return Ok(OpResult::Updated(Box::new(old)));
+                    }
+                }
+                self.with_lease(id, token, batch, pending, |job| {
+                    job.state = JobState::Succeeded;
+                    job.result = Some(result);
+                    job.updated_at_ms = at_ms;
+                })
+            }
             Op::Fail {
                 id,
                 token,
                 error,
                 retryable,
                 at_ms,
-            } => self.with_lease(id, token, batch, pending, |job| {
-                fail_attempt(job, error, retryable, at_ms)
-            }),
+            } => {
+                // The same failure applied again (see Complete above).
+                if let Some(old) = self.load_job(&id, pending)? {
+                    let answered = match old.state {
+                        JobState::Scheduled | JobState::Ready => old.lease.is_none(),
+                        JobState::Dead => true,
+                        _ => false,
+                    };
+                    if answered && old.attempts == token && old.last_error.as_deref() == Some(error.as_str())
+                    {
+                        return Ok(OpResult::Updated(Box::new(old)));
+                    }
+                }
+                self.with_lease(id, token, batch, pending, |job| {
+                    fail_attempt(job, error, retryable, at_ms)
+                })
+            }
             Op::Expire { id, token, at_ms } => {
                 let Some(old) = self.load_job(&id, pending)? else {
                     return Ok(OpResult::NotFound);
