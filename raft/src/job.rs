@@ -307,14 +307,31 @@ pub fn shard_for_key(key: &[u8], shard_count: u32) -> ShardId {
     (fnv1a(key) % u64::from(shard_count.max(1))) as ShardId
 }
 
-/// FNV-1a: stable across versions and platforms, unlike std's hasher.
 fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    let mut hash = Fnv64::new();
+    hash.write(bytes);
+    hash.finish()
+}
+
+/// FNV-1a, 64 bit, fed in pieces: stable across versions and platforms,
+/// unlike std's hasher.
+pub(crate) struct Fnv64(u64);
+
+impl Fnv64 {
+    pub(crate) fn new() -> Fnv64 {
+        Fnv64(0xcbf2_9ce4_8422_2325)
     }
-    hash
+
+    pub(crate) fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    pub(crate) fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 /// A job with every field set, for tests.

@@ -523,6 +523,22 @@ impl GatewayHandle {
             .collect()
     }
 
+    /// A digest of each local replica's state (see
+    /// [`NodeStore::shard_digest`]), read off the disk on a blocking thread.
+    pub async fn shard_digests(&self) -> Result<Vec<(ShardId, sundial_raft::store::ShardDigest)>, Error> {
+        let store = self.inner.store.clone();
+        let shards: Vec<ShardId> = self.inner.registry.all().into_iter().map(|(s, _)| s).collect();
+        tokio::task::spawn_blocking(move || {
+            shards
+                .into_iter()
+                .map(|shard| store.shard_digest(shard).map(|d| (shard, d)))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("digest task: {e}")))?
+        .map_err(|e| Error::Internal(format!("digest: {e}")))
+    }
+
     /// True when this node has a live actor-plane session with `node`.
     pub fn is_connected(&self, node: NodeId) -> bool {
         node == self.inner.layout.node_id || !ractor::pg::get_members(&gateway_group(node)).is_empty()

@@ -4,7 +4,10 @@ use std::collections::BTreeMap;
 
 use sundial_actors::GatewayHandle;
 use sundial_proto::v1::cluster_service_server::ClusterService;
-use sundial_proto::v1::{GetClusterInfoRequest, GetClusterInfoResponse, NodeInfo, ShardInfo};
+use sundial_proto::v1::{
+    GetClusterInfoRequest, GetClusterInfoResponse, GetShardDigestsRequest, GetShardDigestsResponse, NodeInfo,
+    ShardDigest, ShardInfo,
+};
 use tonic::{Request, Response, Status};
 
 pub struct ClusterApi {
@@ -70,6 +73,30 @@ impl ClusterService for ClusterApi {
             shard_count: layout.shard_count,
             shards,
             healthy,
+        }))
+    }
+
+    async fn get_shard_digests(
+        &self,
+        _request: Request<GetShardDigestsRequest>,
+    ) -> Result<Response<GetShardDigestsResponse>, Status> {
+        let digests = self
+            .gateway
+            .shard_digests()
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(GetShardDigestsResponse {
+            node_id: self.gateway.layout().node_id,
+            shards: digests
+                .into_iter()
+                .map(|(shard, d)| ShardDigest {
+                    shard,
+                    applied_index: d.applied_index,
+                    applied_term: d.applied_term,
+                    keys: d.keys,
+                    digest: d.digest,
+                })
+                .collect(),
         }))
     }
 }

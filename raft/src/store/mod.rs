@@ -20,7 +20,7 @@ use std::sync::Arc;
 use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, DB};
 
 pub use log::LogStore;
-pub use read::{JobFilter, JobPage, LeaseEntry, TimerEntry};
+pub use read::{JobFilter, JobPage, LeaseEntry, ShardDigest, TimerEntry};
 pub use sm::StateMachine;
 pub use syncer::WalSyncer;
 

@@ -6,11 +6,11 @@ use serde::{Deserialize, Serialize};
 use super::events::TimerInfo;
 use super::{cf, NodeStore, StoreError};
 use crate::codec;
-use crate::job::{Job, JobId, JobState, ShardId};
+use crate::job::{Fnv64, Job, JobId, JobState, ShardId};
 use crate::keys::{
     fire_key_parts, job_key, key_time, namespace_prefix, prefix_end, queue_config_key, queue_config_parts,
-    queue_prefix, schedule_key, schedule_prefix, sm_key, time_key_in, trailing_id, with_id, CF_SM, SM_FIRE,
-    SM_IDEMPOTENCY, SM_LEASE, SM_QUEUE_CONFIG, SM_TIME,
+    queue_prefix, schedule_key, schedule_prefix, shard_end, shard_start, sm_key, time_key_in, trailing_id,
+    with_id, CF_SM, SM_APPLIED, SM_FIRE, SM_IDEMPOTENCY, SM_LEASE, SM_QUEUE_CONFIG, SM_TIME,
 };
 use crate::schedule::Schedule;
 use crate::types::QueueConfig;
@@ -55,6 +55,18 @@ pub struct LeaseEntry {
     pub token: u32,
     /// The job's namespace and queue.
     pub info: TimerInfo,
+}
+
+/// What [`NodeStore::shard_digest`] found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShardDigest {
+    /// Index and term of the last applied log entry (0 before any).
+    pub applied_index: u64,
+    pub applied_term: u64,
+    /// State-machine keys hashed.
+    pub keys: u64,
+    /// FNV-1a (64 bit) over every length-prefixed key and value, in key order.
+    pub digest: u64,
 }
 
 impl NodeStore {
@@ -285,6 +297,40 @@ impl NodeStore {
             Ok(true)
         })?;
         Ok(out)
+    }
+
+    /// A digest of this node's replica of `shard`: every state-machine key
+    /// and value but the applied position, read from one RocksDB snapshot
+    /// together with that position. Replicas that applied the same log
+    /// prefix must have equal digests; the chaos checker compares them.
+    pub fn shard_digest(&self, shard: ShardId) -> Result<ShardDigest, StoreError> {
+        let db = self.db();
+        let snap = db.snapshot();
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_upper_bound(shard_end(shard));
+        let applied_key = sm_key(shard, SM_APPLIED);
+        let mut digest = ShardDigest::default();
+        let mut hash = Fnv64::new();
+        for item in snap.iterator_cf_opt(
+            cf(db, CF_SM),
+            opts,
+            IteratorMode::From(&shard_start(shard), Direction::Forward),
+        ) {
+            let (key, value) = item?;
+            if *key == *applied_key {
+                let applied: Option<crate::types::LogId> = codec::decode(&value)?;
+                digest.applied_index = applied.map(|l| l.index).unwrap_or(0);
+                digest.applied_term = applied.map(|l| l.leader_id.term).unwrap_or(0);
+                continue;
+            }
+            hash.write(&(key.len() as u64).to_be_bytes());
+            hash.write(&key);
+            hash.write(&(value.len() as u64).to_be_bytes());
+            hash.write(&value);
+            digest.keys += 1;
+        }
+        digest.digest = hash.finish();
+        Ok(digest)
     }
 
     /// Reads a job from this node's replica of its shard.

@@ -468,6 +468,12 @@ impl Client {
         let request = self.request(proto::GetClusterInfoRequest {});
         Ok(self.cluster.get_cluster_info(request).await?.into_inner())
     }
+
+    /// A digest of each shard replica the connected node holds.
+    pub async fn shard_digests(&mut self) -> Result<proto::GetShardDigestsResponse, Error> {
+        let request = self.request(proto::GetShardDigestsRequest {});
+        Ok(self.cluster.get_shard_digests(request).await?.into_inner())
+    }
 }
 
 fn queue_ref(namespace: &str, queue: &str) -> proto::QueueRef {
