@@ -40,6 +40,9 @@ pub enum Command {
         #[arg(long)]
         max_payload_bytes: Option<usize>,
     },
+    /// Print the version and compiled-in features as JSON (for tooling).
+    #[command(hide = true)]
+    BuildInfo,
     /// Submit, read, cancel and list jobs.
     Job {
         #[command(flatten)]

@@ -9,6 +9,8 @@
 //! - [`actor_plane`]: the `ractor_cluster` node server and peer dialing.
 //! - [`cli`], [`commands`], [`worker_cmd`], [`schedule_cmd`], [`bench`]: the
 //!   command line.
+//! - [`failpoints`]: run-time fault injection for the chaos harness (feature
+//!   `failpoints`).
 
 pub mod actor_plane;
 pub mod bench;
@@ -17,6 +19,7 @@ pub mod bench_timers;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod failpoints;
 pub mod schedule_cmd;
 pub mod server;
 pub mod worker_cmd;

@@ -55,6 +55,17 @@ async fn run(cli: Cli) -> ExitCode {
                 Err(e) => config_failure(e),
             }
         }
+        Command::BuildInfo => {
+            let features: Vec<&str> = [("failpoints", sundial::failpoints::ENABLED)]
+                .into_iter()
+                .filter_map(|(name, on)| on.then_some(name))
+                .collect();
+            println!(
+                "{}",
+                serde_json::json!({ "version": env!("CARGO_PKG_VERSION"), "features": features })
+            );
+            ExitCode::SUCCESS
+        }
         Command::Job { client, command } => finish(sundial::commands::job(client, command).await),
         Command::Cluster { client, command } => finish(sundial::commands::cluster(client, command).await),
         Command::Queue { client, command } => finish(sundial::commands::queue(client, command).await),
@@ -135,6 +146,7 @@ fn init_tracing() {
 
 async fn serve(cfg: NodeConfig) -> ExitCode {
     init_tracing();
+    sundial::failpoints::listen();
     let mut node = match Node::start(cfg).await {
         Ok(node) => node,
         Err(e) => {

@@ -86,6 +86,9 @@ impl Actor for ShardActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             ShardMsg::Write(op, reply) => {
+                // Chaos: `shard-actor-write=1*panic` makes the next write panic
+                // the actor (its caller sees the reply dropped).
+                fail::fail_point!("shard-actor-write");
                 state.batcher.push((op, reply));
                 start_batches(&myself, state);
             }
