@@ -38,9 +38,9 @@ pub struct RaftTiming {
 impl Default for RaftTiming {
     fn default() -> Self {
         RaftTiming {
-            heartbeat: Duration::from_millis(100),
-            election_min: Duration::from_millis(300),
-            election_max: Duration::from_millis(600),
+            heartbeat: Duration::from_millis(50),
+            election_min: Duration::from_millis(150),
+            election_max: Duration::from_millis(300),
             snapshot_every: 20_000,
             logs_kept_after_snapshot: 1_000,
         }

@@ -14,9 +14,12 @@ use sundial_actors::gateway::gateway_group;
 use tokio::sync::watch;
 
 /// How often the dialer checks its sessions.
-const CHECK_EVERY: Duration = Duration::from_millis(250);
-/// How long a fresh dial gets to show up before it is retried.
-const DIAL_GRACE: Duration = Duration::from_secs(2);
+const CHECK_EVERY: Duration = Duration::from_millis(100);
+/// How long a fresh dial gets to show up before it is retried. A dial that
+/// connected but whose session never formed (the peer was still starting)
+/// is retried after this: it bounds how long two nodes stay unable to
+/// forward to each other after one restarts (the chaos suite saw 2 s).
+const DIAL_GRACE: Duration = Duration::from_millis(500);
 
 pub struct ActorPlane {
     pub server: ActorRef<NodeServerMessage>,

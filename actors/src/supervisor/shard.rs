@@ -12,10 +12,10 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use sundial_raft::group::{initialize_if_pristine, start_group, GroupTiming};
 use sundial_raft::network::{PeerClients, RaftRegistry};
 use sundial_raft::store::NodeStore;
-use sundial_raft::{Raft, ShardId};
+use sundial_raft::{NodeId, Raft, ShardId};
 
 use super::policy::{stopped_child, Decision, RestartPolicy, RestartTracker};
-use super::rebalance::{should_reclaim, RebalancePolicy, ShardSight};
+use super::rebalance::{should_reclaim, should_take_over, LostLeader, RebalancePolicy, ShardSight};
 use crate::dispatch::{self, DispatchArgs, Dispatcher};
 use crate::layout::ClusterLayout;
 use crate::shard::{actor_name, ShardActor, ShardArgs};
@@ -36,6 +36,10 @@ pub struct ShardSupervisorArgs {
 
 /// How often the supervisor looks at who leads its preferred shards.
 const REBALANCE_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// How often followers look for a leader whose node disconnected.
+const TAKEOVER_CHECK_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
+/// Time between one survivor standing for a dead leader's shard and the next.
+const TAKEOVER_STAGGER: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The two actors each local shard has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -51,6 +55,8 @@ pub enum ShardSupervisorMsg {
     Restart(ShardId, Child),
     /// Look for preferred shards led elsewhere (periodic).
     Rebalance,
+    /// Look for shards whose leader's node went away (periodic, frequent).
+    TakeOver,
 }
 
 impl ractor::Message for ShardSupervisorMsg {}
@@ -68,6 +74,15 @@ pub struct ShardSupervisorState {
     leader_seen: HashMap<ShardId, (Option<sundial_raft::NodeId>, Instant)>,
     /// Per shard: the last reclaim attempt.
     reclaimed_at: HashMap<ShardId, Instant>,
+    /// Per shard: the leader whose node disconnected, since when, whether
+    /// this node stood for election since, and its term then.
+    leader_lost: HashMap<ShardId, (NodeId, Instant, bool, u64)>,
+    /// Per shard: the last leader seen alive.
+    last_leader: HashMap<ShardId, NodeId>,
+    /// Nodes this node has been connected to since it started: only a
+    /// connection seen and then lost means the peer went away (right after
+    /// a start, peers are merely not dialed yet).
+    seen_connected: std::collections::HashSet<NodeId>,
 }
 
 impl Actor for ShardSupervisor {
@@ -105,6 +120,9 @@ impl Actor for ShardSupervisor {
             rebalance: args.rebalance,
             leader_seen: HashMap::new(),
             reclaimed_at: HashMap::new(),
+            leader_lost: HashMap::new(),
+            last_leader: HashMap::new(),
+            seen_connected: Default::default(),
         };
         let shards: Vec<ShardId> = state.rafts.keys().copied().collect();
         for shard in &shards {
@@ -142,6 +160,10 @@ impl Actor for ShardSupervisor {
             // Ends with this actor: ractor stops the interval when it stops.
             myself.send_interval(REBALANCE_CHECK_EVERY, || ShardSupervisorMsg::Rebalance);
         }
+        if state.layout.replication_factor > 1 {
+            // Ends with this actor, like the one above.
+            myself.send_interval(TAKEOVER_CHECK_EVERY, || ShardSupervisorMsg::TakeOver);
+        }
         Ok(state)
     }
 
@@ -174,6 +196,7 @@ impl Actor for ShardSupervisor {
                 }
             }
             ShardSupervisorMsg::Rebalance => rebalance(state),
+            ShardSupervisorMsg::TakeOver => take_over(state),
         }
         Ok(())
     }
@@ -241,6 +264,80 @@ fn rebalance(state: &mut ShardSupervisorState) {
         ) {
             state.reclaimed_at.insert(*shard, now);
             tracing::info!(shard, from = ?m.current_leader, "reclaiming leadership of a preferred shard");
+            let raft = raft.clone();
+            let shard = *shard;
+            // Ends as soon as the Raft core takes the command.
+            tokio::spawn(async move {
+                if let Err(e) = raft.trigger().elect().await {
+                    tracing::warn!(shard, error = %e, "could not start an election");
+                }
+            });
+        }
+    }
+}
+
+/// Starts an election on each shard whose leader's node disconnected, when
+/// it is this node's turn (see [`should_take_over`]).
+fn take_over(state: &mut ShardSupervisorState) {
+    let now = Instant::now();
+    let me = state.layout.node_id;
+    for node in state.layout.nodes.keys() {
+        if state.gateway.is_connected(*node) {
+            state.seen_connected.insert(*node);
+        }
+    }
+    for (shard, raft) in &state.rafts {
+        let (leader, following, term) = {
+            let m = raft.metrics();
+            let m = m.borrow();
+            (
+                m.current_leader,
+                m.state != openraft::ServerState::Leader,
+                m.current_term,
+            )
+        };
+        // A connected leader (or this node): nothing lost.
+        let live_leader = leader.filter(|l| *l == me || state.gateway.is_connected(*l));
+        if live_leader.is_some() || !following {
+            state.leader_lost.remove(shard);
+            if let Some(l) = leader {
+                state.last_leader.insert(*shard, l);
+            }
+            continue;
+        }
+        // The leader this replica followed last, if its node went away.
+        let Some(lost) = leader.or_else(|| state.last_leader.get(shard).copied()) else {
+            continue;
+        };
+        if !state.seen_connected.contains(&lost) {
+            continue;
+        }
+        let entry = state
+            .leader_lost
+            .entry(*shard)
+            .or_insert((lost, now, false, term));
+        if entry.0 != lost {
+            *entry = (lost, now, false, term);
+        }
+        let sight = LostLeader {
+            me,
+            leader: lost,
+            connected_members: state
+                .layout
+                .members(*shard)
+                .into_iter()
+                .filter(|n| state.gateway.is_connected(*n))
+                .collect(),
+            leaderless: true,
+            lost_for: now.duration_since(entry.1),
+            lease: state.layout.raft.election_max,
+            stagger: TAKEOVER_STAGGER,
+            tried: entry.2,
+            term_moved: term != entry.3,
+        };
+        if should_take_over(&sight) {
+            entry.2 = true;
+            tracing::info!(shard, lost, "leader's node disconnected: standing for election");
             let raft = raft.clone();
             let shard = *shard;
             // Ends as soon as the Raft core takes the command.
