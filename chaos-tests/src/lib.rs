@@ -1,8 +1,23 @@
-//! Chaos and failover testing (issue #4): a harness that starts real clusters,
-//! injects faults and checks a history of every operation against Sundial's
+//! Chaos and failover testing (issue #4): a harness that starts a real
+//! cluster, drives a workload, injects faults on a seeded schedule, heals,
+//! drains, and checks a history of every operation against Sundial's
 //! invariants.
 //!
-//! Not built yet. Today the failover proof lives in
-//! `node/tests/t10_cluster_failover.rs` (SIGKILL of the busiest leader under
-//! load, then a check of every replica); this crate is where the general
-//! harness, nemeses and checkers will go.
+//! - [`cluster`]: `sundial serve` processes, each in its own network
+//!   namespace on a private bridge (partitions are iptables rules).
+//! - [`workload`]: producers with idempotency keys, a state reader,
+//!   schedules.
+//! - [`worker`]: the worker process (`chaos worker`): slow, failing and
+//!   crashing jobs, every lease and answer recorded.
+//! - [`nemesis`]: the faults.
+//! - [`history`]: the record of every operation.
+//! - [`checker`]: one function per invariant.
+//! - [`run`]: one run from start to summary line.
+
+pub mod checker;
+pub mod cluster;
+pub mod history;
+pub mod nemesis;
+pub mod run;
+pub mod worker;
+pub mod workload;
