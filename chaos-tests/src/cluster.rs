@@ -1,10 +1,16 @@
-//! A real cluster of `sundial serve` processes, each in its own network
-//! namespace with its own address on a private bridge, so that iptables
-//! rules inside a namespace cut one node off from its peers (process mode).
+//! The nodes of a run and the faults that reach them.
 //!
-//! The harness, its producers and its workers stay in the host namespace
-//! and reach every node through the bridge: a partition separates nodes
-//! from each other, not clients from nodes.
+//! [`Cluster`] is what the harness drives: start, kill, pause, partition,
+//! failpoints, health and leaders. Where the nodes run is a [`Nodes`]:
+//! - [`ProcNodes`] (process mode): `sundial serve` processes, each in its
+//!   own network namespace with its own address on a private bridge
+//!   ([`Net`]), so that iptables rules inside a namespace cut one node off
+//!   from its peers;
+//! - [`crate::docker::DockerNodes`] (container mode).
+//!
+//! The harness, its producers and its workers stay on the host and reach
+//! every node by its client address: a partition separates nodes from each
+//! other, not clients from nodes.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -14,7 +20,7 @@ use anyhow::{bail, Context};
 use sundial_sdk::Client;
 
 /// Runs a command, failing with its stderr.
-fn sh(program: &str, args: &[&str]) -> anyhow::Result<()> {
+pub(crate) fn sh(program: &str, args: &[&str]) -> anyhow::Result<()> {
     let out = Command::new(program)
         .args(args)
         .output()
@@ -30,7 +36,7 @@ fn sh(program: &str, args: &[&str]) -> anyhow::Result<()> {
 }
 
 /// Runs a command and ignores how it went (cleanup of what may not exist).
-fn sh_quiet(program: &str, args: &[&str]) {
+pub(crate) fn sh_quiet(program: &str, args: &[&str]) {
     let _ = Command::new(program)
         .args(args)
         .stdout(Stdio::null())
@@ -42,7 +48,7 @@ fn sh_quiet(program: &str, args: &[&str]) {
 pub struct Net {
     /// Third octet of the run's 10.211.x.0/24 subnet, and its name tag.
     tag: u8,
-    nodes: usize,
+    pub nodes: usize,
 }
 
 impl Net {
@@ -191,21 +197,172 @@ fn product_timing() -> anyhow::Result<(u64, u64, u64)> {
     ))
 }
 
-/// The nodes of one run.
-pub struct ProcCluster {
-    pub dir: PathBuf,
-    bin: PathBuf,
-    config: PathBuf,
+/// Where the nodes of a run live and how faults reach them: processes in
+/// network namespaces ([`ProcNodes`]) or containers
+/// ([`crate::docker::DockerNodes`]). Node indexes start at 0.
+pub trait Nodes {
+    /// The address clients use to reach node `i`.
+    fn client_ip(&self, i: usize) -> String;
+    /// The address node `i` speaks Raft and the actor protocol on.
+    fn peer_ip(&self, i: usize) -> String;
+    /// The run's directory as the nodes see it (config, data, failpoints).
+    fn node_dir(&self) -> PathBuf;
+    /// Starts node `i` (again, after a kill: same data).
+    fn start(&mut self, i: usize) -> anyhow::Result<()>;
+    /// Kills node `i` with SIGKILL, paused or not; nothing is flushed.
+    fn kill(&mut self, i: usize);
+    /// Freezes node `i` (SIGSTOP, or the container's freezer).
+    fn pause(&mut self, i: usize);
+    fn resume(&mut self, i: usize);
+    /// Tells node `i` to re-read its failpoints file (SIGUSR1).
+    fn reload_failpoints(&self, i: usize);
+    /// When node `i`, believed running, has exited: how it exited.
+    fn exited(&mut self, i: usize) -> Option<String>;
+    /// Cuts the nodes of `a` off from those of `b`; clients still reach all.
+    fn partition(&mut self, a: &[usize], b: &[usize]) -> anyhow::Result<()>;
+    /// Removes every partition.
+    fn heal(&mut self) -> anyhow::Result<()>;
+    /// Node `i`'s output so far.
+    fn log(&self, i: usize) -> String;
+}
+
+/// `sundial serve` processes, each in its own namespace on [`Net`].
+pub struct ProcNodes {
     pub net: Net,
+    bin: PathBuf,
+    dir: PathBuf,
     children: Vec<Option<Child>>,
+}
+
+impl ProcNodes {
+    pub fn new(net: Net, bin: &Path, dir: &Path) -> ProcNodes {
+        ProcNodes {
+            children: (0..net.nodes).map(|_| None).collect(),
+            net,
+            bin: bin.to_path_buf(),
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn log_path(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("node{}.log", i + 1))
+    }
+}
+
+impl Nodes for ProcNodes {
+    fn client_ip(&self, i: usize) -> String {
+        self.net.node_ip(i)
+    }
+
+    fn peer_ip(&self, i: usize) -> String {
+        self.net.node_ip(i)
+    }
+
+    fn node_dir(&self) -> PathBuf {
+        self.dir.clone()
+    }
+
+    fn start(&mut self, i: usize) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(i))?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.net.ns(i)])
+            .arg(&self.bin)
+            .args(["serve", "--config"])
+            .arg(self.dir.join(CONFIG_FILE))
+            .args(["--node", &(i + 1).to_string()])
+            .env("SUNDIAL_LOG", "info")
+            .env("SUNDIAL_FAILPOINTS_FILE", failpoint_file(&self.dir, i))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("cannot start sundial")?;
+        self.children[i] = Some(child);
+        Ok(())
+    }
+
+    fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.children[i].take() {
+            // A stopped process dies of SIGKILL too, but continuing it
+            // first keeps `wait` from depending on that.
+            signal(child.id(), "CONT");
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn pause(&mut self, i: usize) {
+        if let Some(child) = &self.children[i] {
+            signal(child.id(), "STOP");
+        }
+    }
+
+    fn resume(&mut self, i: usize) {
+        if let Some(child) = &self.children[i] {
+            signal(child.id(), "CONT");
+        }
+    }
+
+    fn reload_failpoints(&self, i: usize) {
+        if let Some(child) = &self.children[i] {
+            signal(child.id(), "USR1");
+        }
+    }
+
+    fn exited(&mut self, i: usize) -> Option<String> {
+        let status = self.children[i].as_mut()?.try_wait().ok()??;
+        self.children[i] = None;
+        Some(status.to_string())
+    }
+
+    fn partition(&mut self, a: &[usize], b: &[usize]) -> anyhow::Result<()> {
+        self.net.partition(a, b)
+    }
+
+    fn heal(&mut self) -> anyhow::Result<()> {
+        self.net.heal()
+    }
+
+    fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.log_path(i)).unwrap_or_default()
+    }
+}
+
+impl Drop for ProcNodes {
+    fn drop(&mut self) {
+        for i in 0..self.children.len() {
+            self.kill(i);
+        }
+    }
+}
+
+/// The config file every node reads, in the run's directory.
+pub const CONFIG_FILE: &str = "cluster.toml";
+
+/// The failpoints file of node `i` under the run's directory as the node
+/// sees it.
+pub fn failpoint_file(node_dir: &Path, i: usize) -> PathBuf {
+    node_dir.join(format!("failpoints-{}", i + 1))
+}
+
+/// The nodes of one run, whatever runs them, and what the harness asks of
+/// them: faults, health, leaders.
+pub struct Cluster {
+    pub dir: PathBuf,
+    nodes: Box<dyn Nodes>,
+    up: Vec<bool>,
     pub stopped: Vec<bool>,
     pub shards: u32,
 }
 
 pub const CLIENT_PORT: u16 = 7070;
 
-impl ProcCluster {
-    pub fn start(dir: &Path, bin: &Path, spec: &ClusterSpec, net: Net) -> anyhow::Result<ProcCluster> {
+impl Cluster {
+    /// Writes the cluster's config into `dir` and starts every node.
+    pub fn start(dir: &Path, spec: &ClusterSpec, nodes: Box<dyn Nodes>) -> anyhow::Result<Cluster> {
         let n = spec.nodes;
         let (heartbeat, election_min, election_max) = product_timing()?;
         // The product's own Raft timing (cluster.toml): failover is measured
@@ -218,23 +375,20 @@ impl ProcCluster {
              [executor]\nconcurrency = 0\n",
             spec.shards,
             n.min(3),
-            dir.join("data").display()
+            nodes.node_dir().join("data").display()
         );
         for i in 0..n {
-            let ip = net.node_ip(i);
+            let (client, peer) = (nodes.client_ip(i), nodes.peer_ip(i));
             text.push_str(&format!(
-                "\n[[nodes]]\nid = {}\nclient_addr = \"{ip}:{CLIENT_PORT}\"\nraft_addr = \"{ip}:7170\"\nactor_addr = \"{ip}:7270\"\n",
+                "\n[[nodes]]\nid = {}\nclient_addr = \"{client}:{CLIENT_PORT}\"\nraft_addr = \"{peer}:7170\"\nactor_addr = \"{peer}:7270\"\n",
                 i + 1
             ));
         }
-        let config = dir.join("cluster.toml");
-        std::fs::write(&config, text)?;
-        let mut cluster = ProcCluster {
+        std::fs::write(dir.join(CONFIG_FILE), text)?;
+        let mut cluster = Cluster {
             dir: dir.to_path_buf(),
-            bin: bin.to_path_buf(),
-            config,
-            net,
-            children: (0..n).map(|_| None).collect(),
+            nodes,
+            up: vec![false; n],
             stopped: vec![false; n],
             shards: spec.shards,
         };
@@ -245,96 +399,73 @@ impl ProcCluster {
     }
 
     pub fn len(&self) -> usize {
-        self.children.len()
+        self.up.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.children.is_empty()
-    }
-
-    pub fn log_path(&self, i: usize) -> PathBuf {
-        self.dir.join(format!("node{}.log", i + 1))
-    }
-
-    fn failpoint_file(&self, i: usize) -> PathBuf {
-        self.dir.join(format!("failpoints-{}", i + 1))
+        self.up.is_empty()
     }
 
     pub fn spawn(&mut self, i: usize) -> anyhow::Result<()> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path(i))?;
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.net.ns(i)])
-            .arg(&self.bin)
-            .args(["serve", "--config"])
-            .arg(&self.config)
-            .args(["--node", &(i + 1).to_string()])
-            .env("SUNDIAL_LOG", "info")
-            .env("SUNDIAL_FAILPOINTS_FILE", self.failpoint_file(i))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("cannot start sundial")?;
-        self.children[i] = Some(child);
+        self.nodes.start(i)?;
+        self.up[i] = true;
         self.stopped[i] = false;
         Ok(())
     }
 
     pub fn is_up(&self, i: usize) -> bool {
-        self.children[i].is_some()
-    }
-
-    pub fn pid(&self, i: usize) -> Option<u32> {
-        self.children[i].as_ref().map(Child::id)
+        self.up[i]
     }
 
     /// SIGKILL: nothing is flushed.
     pub fn kill(&mut self, i: usize) {
-        if let Some(mut child) = self.children[i].take() {
-            if self.stopped[i] {
-                signal(child.id(), "CONT");
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        if self.up[i] {
+            self.nodes.kill(i);
         }
+        self.up[i] = false;
         self.stopped[i] = false;
     }
 
     pub fn pause(&mut self, i: usize) {
-        if let Some(pid) = self.pid(i) {
-            signal(pid, "STOP");
+        if self.up[i] {
+            self.nodes.pause(i);
             self.stopped[i] = true;
         }
     }
 
     pub fn resume(&mut self, i: usize) {
-        if let Some(pid) = self.pid(i) {
-            signal(pid, "CONT");
+        if self.up[i] {
+            self.nodes.resume(i);
         }
         self.stopped[i] = false;
+    }
+
+    pub fn partition(&mut self, a: &[usize], b: &[usize]) -> anyhow::Result<()> {
+        self.nodes.partition(a, b)
+    }
+
+    pub fn heal_network(&mut self) -> anyhow::Result<()> {
+        self.nodes.heal()
     }
 
     /// Arms a failpoint in node `i` (its binary has failpoints compiled in;
     /// the harness checked).
     pub fn arm_failpoint(&self, i: usize, spec: &str) -> anyhow::Result<()> {
-        std::fs::write(self.failpoint_file(i), format!("{spec}\n"))?;
-        if let Some(pid) = self.pid(i) {
-            signal(pid, "USR1");
+        std::fs::write(failpoint_file(&self.dir, i), format!("{spec}\n"))?;
+        if self.up[i] {
+            self.nodes.reload_failpoints(i);
         }
         Ok(())
     }
 
-    /// A node that exited by itself (a crash the harness did not cause).
+    /// Nodes that exited by themselves (crashes the harness did not cause).
     pub fn exited(&mut self) -> Vec<(usize, String)> {
         let mut out = Vec::new();
-        for (i, slot) in self.children.iter_mut().enumerate() {
-            if let Some(child) = slot {
-                if let Ok(Some(status)) = child.try_wait() {
-                    out.push((i, status.to_string()));
-                    *slot = None;
+        for i in 0..self.len() {
+            if self.up[i] {
+                if let Some(status) = self.nodes.exited(i) {
+                    self.up[i] = false;
+                    out.push((i, status));
                 }
             }
         }
@@ -342,7 +473,7 @@ impl ProcCluster {
     }
 
     pub fn addr(&self, i: usize) -> String {
-        format!("{}:{CLIENT_PORT}", self.net.node_ip(i))
+        format!("{}:{CLIENT_PORT}", self.nodes.client_ip(i))
     }
 
     pub fn addrs(&self) -> Vec<String> {
@@ -372,8 +503,8 @@ impl ProcCluster {
 
     /// Waits until every node is up and answers, every replica of every
     /// shard is within a few entries of the others, all replicas agree on
-    /// the shard's leader, and every node reaches every other: a restarted node has caught up and no election
-    /// is under way.
+    /// the shard's leader, and every node reaches every other: a restarted
+    /// node has caught up and no election is under way.
     pub async fn wait_caught_up(&self, within: Duration) -> anyhow::Result<()> {
         let start = Instant::now();
         let replicas = self.len().min(3);
@@ -381,7 +512,7 @@ impl ProcCluster {
             let mut shards: std::collections::HashMap<u32, Vec<(u64, u64)>> = Default::default();
             let mut answered = 0;
             for i in 0..self.len() {
-                let Some(mut client) = quick_client(&self.addr(i)).await else {
+                let Ok(mut client) = connect(&self.addr(i), Duration::from_secs(1)).await else {
                     continue;
                 };
                 if let Ok(info) = client.cluster_info().await {
@@ -421,7 +552,7 @@ impl ProcCluster {
     }
 
     pub fn log_tail(&self, i: usize, lines: usize) -> String {
-        let text = std::fs::read_to_string(self.log_path(i)).unwrap_or_default();
+        let text = self.nodes.log(i);
         let all: Vec<&str> = text.lines().collect();
         format!(
             "--- node {} log, last lines ---\n{}",
@@ -436,7 +567,7 @@ impl ProcCluster {
             if !self.is_up(i) || self.stopped[i] {
                 continue;
             }
-            let Some(mut client) = quick_client(&self.addr(i)).await else {
+            let Ok(mut client) = connect(&self.addr(i), Duration::from_secs(1)).await else {
                 continue;
             };
             if let Ok(info) = client.cluster_info().await {
@@ -449,28 +580,24 @@ impl ProcCluster {
     }
 }
 
-impl Drop for ProcCluster {
-    fn drop(&mut self) {
-        for i in 0..self.children.len() {
-            self.kill(i);
-        }
-    }
-}
-
 /// True when the node at `addr` answers and has a leader for every shard it
 /// holds.
 pub async fn healthy(addr: &str) -> bool {
-    let Some(mut client) = quick_client(addr).await else {
+    let Ok(mut client) = connect(addr, Duration::from_secs(1)).await else {
         return false;
     };
     matches!(client.cluster_info().await, Ok(info) if info.healthy)
 }
 
-/// A client of `addr` whose connect and calls give up after a second.
-async fn quick_client(addr: &str) -> Option<Client> {
-    match tokio::time::timeout(Duration::from_secs(1), Client::connect(addr)).await {
-        Ok(Ok(client)) => Some(client.with_timeout(Duration::from_secs(1))),
-        _ => None,
+/// A client of `addr` whose connect, and then every call, gives up after
+/// `timeout`.
+pub async fn connect(addr: &str, timeout: Duration) -> Result<Client, sundial_sdk::Error> {
+    match tokio::time::timeout(timeout, Client::connect(addr)).await {
+        Ok(client) => Ok(client?.with_timeout(timeout)),
+        Err(_) => Err(sundial_sdk::Error::Connect {
+            addr: addr.to_string(),
+            reason: "timed out".into(),
+        }),
     }
 }
 

@@ -162,9 +162,5 @@ pub fn read_dir(dir: &Path) -> anyhow::Result<Vec<Event>> {
     Ok(events)
 }
 
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+/// Milliseconds since the epoch, the clock every event is stamped with.
+pub use sundial_raft::job::now_ms;

@@ -3,8 +3,11 @@
 //! drains, and checks a history of every operation against Sundial's
 //! invariants.
 //!
-//! - [`cluster`]: `sundial serve` processes, each in its own network
-//!   namespace on a private bridge (partitions are iptables rules).
+//! - [`cluster`]: the nodes and the faults that reach them; process mode:
+//!   `sundial serve` processes, each in its own network namespace on a
+//!   private bridge (partitions are iptables rules).
+//! - [`docker`]: container mode: one container per node of the locally
+//!   built image (partitions are `docker network disconnect`).
 //! - [`workload`]: producers with idempotency keys, a state reader,
 //!   schedules.
 //! - [`worker`]: the worker process (`chaos worker`): slow, failing and
@@ -16,6 +19,7 @@
 
 pub mod checker;
 pub mod cluster;
+pub mod docker;
 pub mod history;
 pub mod nemesis;
 pub mod run;

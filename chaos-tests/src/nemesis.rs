@@ -6,7 +6,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::Rng;
 
-use crate::cluster::ProcCluster;
+use crate::cluster::Cluster;
 use crate::workload::JOB_TIMEOUT;
 
 /// Every kind of fault the harness injects.
@@ -121,7 +121,7 @@ pub fn minority(n: usize, rng: &mut StdRng) -> (Vec<usize>, Vec<usize>) {
 }
 
 /// A random node that is up.
-pub fn random_up(cluster: &ProcCluster, rng: &mut StdRng) -> Option<usize> {
+pub fn random_up(cluster: &Cluster, rng: &mut StdRng) -> Option<usize> {
     let up: Vec<usize> = (0..cluster.len()).filter(|&i| cluster.is_up(i)).collect();
     (!up.is_empty()).then(|| up[rng.random_range(0..up.len())])
 }

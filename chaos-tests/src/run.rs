@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -14,7 +14,8 @@ use sundial_sdk::ListJobs;
 use tokio::sync::watch;
 
 use crate::checker::{self, FinalJob, FinalSchedule, Replica, World};
-use crate::cluster::{ClusterSpec, Net, ProcCluster};
+use crate::cluster::{Cluster, ClusterSpec, Net, Nodes, ProcNodes};
+use crate::docker::{self, DockerNodes};
 use crate::history::{self, now_ms, Event, HistoryWriter};
 use crate::nemesis::{self, Deck, Heal, Kind};
 use crate::worker::NAMESPACE;
@@ -39,6 +40,29 @@ pub struct RunOpts {
     pub me: PathBuf,
     /// Where the run keeps its files.
     pub dir: PathBuf,
+    /// Where the nodes run.
+    pub mode: Mode,
+    /// Producers hold back while this many jobs wait in the work queue:
+    /// the backlog stays within what the workers drain once faults stop.
+    pub max_backlog: u64,
+}
+
+/// Where the nodes of a run live.
+#[derive(Clone, Debug)]
+pub enum Mode {
+    /// `sundial serve` processes in network namespaces on this host.
+    Process,
+    /// Containers of this image (scripts/build-image.sh builds it).
+    Docker { image: String },
+}
+
+impl Mode {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Mode::Process => "process",
+            Mode::Docker { .. } => "docker",
+        }
+    }
 }
 
 /// What a run found.
@@ -148,6 +172,22 @@ impl Drop for Workers {
     }
 }
 
+fn lock(workers: &Mutex<Workers>) -> MutexGuard<'_, Workers> {
+    workers.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Starts again, every 100 ms, the workers that exited, until `stop`.
+async fn keep_workers_running(
+    workers: Arc<Mutex<Workers>>,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    while !*stop.borrow() {
+        lock(&workers).respawn_exited()?;
+        let _ = tokio::time::timeout(Duration::from_millis(100), stop.changed()).await;
+    }
+    Ok(())
+}
+
 /// Checks that `bin` is a sundial binary with failpoints compiled in.
 pub fn check_binary(bin: &Path) -> anyhow::Result<()> {
     let out = Command::new(bin).arg("build-info").output().with_context(|| {
@@ -171,18 +211,30 @@ pub fn check_binary(bin: &Path) -> anyhow::Result<()> {
 }
 
 pub async fn run(opts: RunOpts) -> anyhow::Result<RunResult> {
-    check_binary(&opts.bin)?;
     if opts.nodes < 3 {
         bail!("--nodes must be at least 3 (a quorum that survives one fault)");
     }
     std::fs::create_dir_all(opts.dir.join("history"))?;
     let tag = (std::process::id() % 200 + 20) as u8;
-    let net = Net::create(tag, opts.nodes)?;
+    let nodes: Box<dyn Nodes> = match &opts.mode {
+        Mode::Process => {
+            check_binary(&opts.bin)?;
+            Box::new(ProcNodes::new(
+                Net::create(tag, opts.nodes)?,
+                &opts.bin,
+                &opts.dir,
+            ))
+        }
+        Mode::Docker { image } => {
+            docker::check_image(image)?;
+            Box::new(DockerNodes::create(tag, opts.nodes, image, &opts.dir)?)
+        }
+    };
     let spec = ClusterSpec {
         nodes: opts.nodes,
         shards: opts.shards,
     };
-    let mut cluster = ProcCluster::start(&opts.dir, &opts.bin, &spec, net)?;
+    let mut cluster = Cluster::start(&opts.dir, &spec, nodes)?;
     cluster.wait_healthy(Duration::from_secs(90)).await?;
     let addrs = cluster.addrs();
     let clients = Clients::new(addrs.clone(), Duration::from_secs(3));
@@ -195,7 +247,7 @@ pub async fn run(opts: RunOpts) -> anyhow::Result<RunResult> {
     for id in schedules {
         workload::create_schedule(&clients, &history, id, Duration::from_secs(1)).await?;
     }
-    let mut workers = Workers {
+    let workers = Workers {
         me: opts.me.clone(),
         dir: opts.dir.clone(),
         addrs: addrs.clone(),
@@ -204,8 +256,19 @@ pub async fn run(opts: RunOpts) -> anyhow::Result<RunResult> {
         spawned: 0,
         paused: Vec::new(),
     };
-    workers.start(opts.workers)?;
-    let load = Load::start(clients.clone(), history.clone(), opts.producers, opts.seed);
+    let workers = Arc::new(Mutex::new(workers));
+    lock(&workers).start(opts.workers)?;
+    // Workers crash on purpose (1.5 % of jobs); each is started again at
+    // once, so the run keeps its worker capacity.
+    let (respawn_stop, respawn_stop_rx) = watch::channel(false);
+    let respawner = tokio::spawn(keep_workers_running(workers.clone(), respawn_stop_rx));
+    let load = Load::start(
+        clients.clone(),
+        history.clone(),
+        opts.producers,
+        opts.max_backlog,
+        opts.seed,
+    );
 
     let mut faults: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut write_outages = Vec::new();
@@ -214,16 +277,15 @@ pub async fn run(opts: RunOpts) -> anyhow::Result<RunResult> {
     let start = Instant::now();
     let mut probe = 0u64;
     while start.elapsed() < opts.duration {
-        workers.respawn_exited()?;
         for (i, status) in cluster.exited() {
             node_crashes.push(format!("node {} exited by itself ({status})", i + 1));
             cluster.spawn(i)?;
         }
         let kind = deck.draw(&mut rng);
         let t0 = now_ms();
-        let (target, heal) = inject(kind, &mut cluster, &mut workers, &mut rng).await?;
+        let (target, heal) = inject(kind, &mut cluster, &workers, &mut rng).await?;
         tokio::time::sleep(nemesis::hold(kind, &mut rng)).await;
-        heal_fault(heal, &mut cluster, &mut workers)?;
+        heal_fault(heal, &mut cluster, &mut lock(&workers))?;
         let t1 = now_ms();
         history.record(&Event::Fault {
             kind: kind.name().into(),
@@ -260,7 +322,7 @@ pub async fn run(opts: RunOpts) -> anyhow::Result<RunResult> {
         measure_failover(&mut cluster, &clients, &history, &mut rng, opts.failover_kills).await?;
 
     // Heal everything, stop producing, let every job finish.
-    cluster.net.heal()?;
+    cluster.heal_network()?;
     for i in 0..cluster.len() {
         if !cluster.is_up(i) {
             cluster.spawn(i)?;
@@ -269,8 +331,10 @@ pub async fn run(opts: RunOpts) -> anyhow::Result<RunResult> {
     cluster.wait_healthy(Duration::from_secs(60)).await?;
     load.stop(Duration::from_secs(30)).await;
     let final_schedules = pause_schedules(&clients, &schedules).await?;
-    wait_all_finished(&clients, &mut workers, Duration::from_secs(180)).await?;
-    workers.stop();
+    wait_all_finished(&clients, Duration::from_secs(180)).await?;
+    let _ = respawn_stop.send(true);
+    respawner.await??;
+    lock(&workers).stop();
     for (i, status) in cluster.exited() {
         node_crashes.push(format!("node {} exited by itself ({status})", i + 1));
         cluster.spawn(i)?;
@@ -297,8 +361,8 @@ pub async fn run(opts: RunOpts) -> anyhow::Result<RunResult> {
 /// Injects one fault; returns its target (for the record) and its heal.
 async fn inject(
     kind: Kind,
-    cluster: &mut ProcCluster,
-    workers: &mut Workers,
+    cluster: &mut Cluster,
+    workers: &Mutex<Workers>,
     rng: &mut StdRng,
 ) -> anyhow::Result<(String, Heal)> {
     let n = cluster.len();
@@ -323,6 +387,7 @@ async fn inject(
             (format!("node {}", i + 1), Heal::ResumeNode(i))
         }
         Kind::PauseWorker => {
+            let mut workers = lock(workers);
             let i = rng.random_range(0..workers.children.len().max(1));
             workers.pause(i);
             (format!("worker {i}"), Heal::ResumeWorker(i))
@@ -330,13 +395,13 @@ async fn inject(
         Kind::IsolateNode => {
             let i = rng.random_range(0..n);
             let rest: Vec<usize> = (0..n).filter(|&j| j != i).collect();
-            cluster.net.partition(&[i], &rest)?;
+            cluster.partition(&[i], &rest)?;
             (format!("node {} | others", i + 1), Heal::Network)
         }
         Kind::IsolateLeader => {
             let i = cluster.leader_of(random_shard).await.unwrap_or(0);
             let rest: Vec<usize> = (0..n).filter(|&j| j != i).collect();
-            cluster.net.partition(&[i], &rest)?;
+            cluster.partition(&[i], &rest)?;
             (
                 format!("node {} (leader of shard {random_shard}) | others", i + 1),
                 Heal::Network,
@@ -344,7 +409,7 @@ async fn inject(
         }
         Kind::SplitMinority => {
             let (small, big) = nemesis::minority(n, rng);
-            cluster.net.partition(&small, &big)?;
+            cluster.partition(&small, &big)?;
             let names = |v: &[usize]| {
                 v.iter()
                     .map(|i| (i + 1).to_string())
@@ -367,7 +432,7 @@ async fn inject(
     })
 }
 
-fn heal_fault(heal: Heal, cluster: &mut ProcCluster, workers: &mut Workers) -> anyhow::Result<()> {
+fn heal_fault(heal: Heal, cluster: &mut Cluster, workers: &mut Workers) -> anyhow::Result<()> {
     match heal {
         Heal::Restart(nodes) => {
             for i in nodes {
@@ -378,7 +443,7 @@ fn heal_fault(heal: Heal, cluster: &mut ProcCluster, workers: &mut Workers) -> a
         }
         Heal::ResumeNode(i) => cluster.resume(i),
         Heal::ResumeWorker(i) => workers.resume(i),
-        Heal::Network => cluster.net.heal()?,
+        Heal::Network => cluster.heal_network()?,
         Heal::Nothing => {}
     }
     Ok(())
@@ -388,7 +453,7 @@ fn heal_fault(heal: Heal, cluster: &mut ProcCluster, workers: &mut Workers) -> a
 /// kill to the first acknowledged submit on that shard (keys chosen to hash
 /// to it), from four clients on the surviving nodes.
 async fn measure_failover(
-    cluster: &mut ProcCluster,
+    cluster: &mut Cluster,
     clients: &Clients,
     history: &Arc<HistoryWriter>,
     rng: &mut StdRng,
@@ -505,13 +570,11 @@ async fn pause_schedules(clients: &Clients, ids: &[&str]) -> anyhow::Result<Vec<
     Ok(out)
 }
 
-/// Waits until no job of the run is waiting or leased. Workers that crash
-/// meanwhile are restarted.
-async fn wait_all_finished(clients: &Clients, workers: &mut Workers, within: Duration) -> anyhow::Result<()> {
+/// Waits until no job of the run is waiting or leased.
+async fn wait_all_finished(clients: &Clients, within: Duration) -> anyhow::Result<()> {
     use sundial_sdk::proto::JobState;
     let deadline = Instant::now() + within;
     loop {
-        workers.respawn_exited()?;
         let mut open = 0usize;
         let mut answered = true;
         for state in [JobState::Scheduled, JobState::Ready, JobState::Leased] {
@@ -541,7 +604,7 @@ async fn wait_all_finished(clients: &Clients, workers: &mut Workers, within: Dur
 
 /// Each replica's digest at a moment when all replicas of each shard
 /// applied the same index; shards that never got there are returned apart.
-async fn settled_digests(cluster: &ProcCluster, within: Duration) -> (Vec<Replica>, Vec<u32>) {
+async fn settled_digests(cluster: &Cluster, within: Duration) -> (Vec<Replica>, Vec<u32>) {
     let deadline = Instant::now() + within;
     let mut last: HashMap<u32, Vec<Replica>> = HashMap::new();
     loop {
@@ -630,7 +693,7 @@ pub fn summary(opts: &RunOpts, result: &RunResult) -> String {
     format!(
         "chaos: nodes={} duration={} faults={} acked={} lost={} phantom={} dup_completions={} lease_violations={} \
          diverged_shards={} backward_states={} attempts_exceeded={} schedule_violations={} write_outages={} \
-         node_crashes={} failover_p50_ms={p50} failover_p99_ms={p99} failover_max_ms={max} seed={} result={}",
+         node_crashes={} failover_p50_ms={p50} failover_p99_ms={p99} failover_max_ms={max} mode={} seed={} result={}",
         opts.nodes,
         humantime::format_duration(opts.duration),
         result.fault_count(),
@@ -645,6 +708,7 @@ pub fn summary(opts: &RunOpts, result: &RunResult) -> String {
         r.schedules.count,
         result.write_outages.len(),
         result.node_crashes.len(),
+        opts.mode.name(),
         opts.seed,
         if result.passed() { "PASS" } else { "FAIL" }
     )

@@ -54,16 +54,9 @@ impl Clients {
         if let Some(c) = cached {
             return Ok(c);
         }
-        let addr = &self.addrs[i];
-        let client = match tokio::time::timeout(Duration::from_secs(1), Client::connect(addr)).await {
-            Ok(c) => c?.with_timeout(self.timeout),
-            Err(_) => {
-                return Err(sundial_sdk::Error::Connect {
-                    addr: addr.clone(),
-                    reason: "timed out".into(),
-                })
-            }
-        };
+        let client = crate::cluster::connect(&self.addrs[i], Duration::from_secs(1))
+            .await?
+            .with_timeout(self.timeout);
         self.slots.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(client.clone());
         Ok(client)
     }
@@ -145,6 +138,11 @@ pub async fn submit_until_answered(
 }
 
 /// Producers, and a reader that samples the states of acknowledged jobs.
+///
+/// Producers are paced as a real producer with backpressure would be:
+/// while more than `max_backlog` jobs wait in the work queue they hold
+/// back, so the backlog never outgrows what the workers drain once the
+/// faults stop, however long the run.
 pub struct Load {
     stop: watch::Sender<bool>,
     /// Set when producers must give up on keys still unanswered.
@@ -153,9 +151,16 @@ pub struct Load {
 }
 
 impl Load {
-    pub fn start(clients: Clients, history: Arc<HistoryWriter>, producers: usize, seed: u64) -> Load {
+    pub fn start(
+        clients: Clients,
+        history: Arc<HistoryWriter>,
+        producers: usize,
+        max_backlog: u64,
+        seed: u64,
+    ) -> Load {
         let (stop, stop_rx) = watch::channel(false);
         let (give_up, give_up_rx) = watch::channel(false);
+        let (hold, hold_rx) = watch::channel(false);
         let acked: Arc<Mutex<Vec<String>>> = Arc::default();
         let mut tasks = JoinSet::new();
         let nodes: Vec<usize> = (0..clients.len()).collect();
@@ -163,10 +168,17 @@ impl Load {
             let (clients, history, acked, nodes) =
                 (clients.clone(), history.clone(), acked.clone(), nodes.clone());
             let (stop_rx, give_up_rx) = (stop_rx.clone(), give_up_rx.clone());
+            let mut hold_rx = hold_rx.clone();
             tasks.spawn(async move {
                 let mut rng = StdRng::seed_from_u64(seed.wrapping_add(1000 + p as u64));
                 let mut n = 0u64;
                 while !*stop_rx.borrow() {
+                    if *hold_rx.borrow() {
+                        // Re-checked at least every 200 ms, so a stop is
+                        // seen while held.
+                        let _ = tokio::time::timeout(Duration::from_millis(200), hold_rx.changed()).await;
+                        continue;
+                    }
                     let key = format!("p{p}-{n}");
                     n += 1;
                     let delay_ms = if rng.random_range(0..100) < 20 {
@@ -186,6 +198,34 @@ impl Load {
                 }
             });
         }
+        let mut flow_stop = stop_rx.clone();
+        let flow_clients = clients.clone();
+        tasks.spawn(async move {
+            let mut n = 0usize;
+            loop {
+                tokio::select! {
+                    _ = flow_stop.changed() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                }
+                // A node that does not answer leaves the flag as it was;
+                // the next poll asks another.
+                n += 1;
+                let i = n % flow_clients.len();
+                let stats = match flow_clients.get(i).await {
+                    Ok(mut c) => c.queue_stats(NAMESPACE, WORK_QUEUE).await,
+                    Err(e) => Err(e),
+                };
+                match stats {
+                    Ok(s) => {
+                        let _ = hold.send_if_modified(|held| {
+                            let now = s.ready + s.scheduled > max_backlog;
+                            std::mem::replace(held, now) != now
+                        });
+                    }
+                    Err(_) => flow_clients.forget(i),
+                }
+            }
+        });
         let mut stop_rx = stop_rx.clone();
         tasks.spawn(async move {
             let mut rng = StdRng::seed_from_u64(seed.wrapping_add(7));

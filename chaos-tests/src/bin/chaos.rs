@@ -3,6 +3,7 @@
 //!
 //! ```sh
 //! cargo run --release -p chaos-tests --bin chaos -- --nodes 3 --duration 3m [--seed S]
+//! scripts/build-image.sh && chaos --mode docker --nodes 3 --duration 3m
 //! ```
 
 use std::path::PathBuf;
@@ -34,6 +35,12 @@ struct Cli {
     /// Where the nodes run.
     #[arg(long, value_enum, default_value_t = Mode::Process)]
     mode: Mode,
+    /// The image of container mode (scripts/build-image.sh builds it).
+    #[arg(long, default_value = "sundial:local")]
+    image: String,
+    /// Producers hold back while this many jobs wait in the work queue.
+    #[arg(long, default_value_t = 400)]
+    max_backlog: u64,
     /// Shards in the cluster.
     #[arg(long, default_value_t = 8)]
     shards: u32,
@@ -159,10 +166,6 @@ async fn async_main(cli: Cli) -> ExitCode {
             }
         };
     }
-    if matches!(cli.mode, Mode::Docker) {
-        eprintln!("chaos: --mode docker is not available yet; use --mode process");
-        return ExitCode::from(2);
-    }
     let seed = cli.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -201,9 +204,15 @@ async fn async_main(cli: Cli) -> ExitCode {
         bin,
         me,
         dir: dir.clone(),
+        mode: match cli.mode {
+            Mode::Process => run::Mode::Process,
+            Mode::Docker => run::Mode::Docker { image: cli.image },
+        },
+        max_backlog: cli.max_backlog,
     };
     eprintln!(
-        "chaos: seed={seed} nodes={} duration={} dir={} (replay with --seed {seed})",
+        "chaos: seed={seed} mode={} nodes={} duration={} dir={} (replay with --seed {seed})",
+        opts.mode.name(),
         opts.nodes,
         humantime::format_duration(opts.duration),
         dir.display()
