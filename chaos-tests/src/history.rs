@@ -126,14 +126,32 @@ impl HistoryWriter {
     }
 
     pub fn record(&self, event: &Event) {
-        let Ok(mut line) = serde_json::to_vec(event) else {
-            return;
-        };
-        line.push(b'\n');
         let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = file.write_all(&line) {
-            eprintln!("chaos: cannot write history: {e}");
-        }
+        write_line(&mut file, event);
+    }
+
+    /// Records an event as this process's last and exits with `code` while
+    /// still holding the file: no other thread of the process records
+    /// anything after it. (A worker that crashes on purpose records its
+    /// session's end this way; a lease that reaches it after that line is
+    /// never seen by it, as if lost in transit, rather than seen by a
+    /// process the history says is gone.)
+    /// The event is made once the file is held, so its times are later
+    /// than those of every line before it.
+    pub fn record_and_exit(&self, event: impl FnOnce() -> Event, code: i32) -> ! {
+        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        write_line(&mut file, &event());
+        std::process::exit(code)
+    }
+}
+
+fn write_line(file: &mut File, event: &Event) {
+    let Ok(mut line) = serde_json::to_vec(event) else {
+        return;
+    };
+    line.push(b'\n');
+    if let Err(e) = file.write_all(&line) {
+        eprintln!("chaos: cannot write history: {e}");
     }
 }
 

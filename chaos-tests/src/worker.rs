@@ -209,15 +209,15 @@ async fn run_job(
             // answer this process sent.
             let held = pending.lock().unwrap_or_else(|p| p.into_inner());
             if held.is_empty() {
-                shared.history.record(&Event::SessionEnd {
-                    worker: spec.name.clone(),
-                    t: now_ms(),
-                });
                 eprintln!(
                     "chaos worker {}: crashing on purpose mid-job {}",
                     spec.name, job.id
                 );
-                std::process::exit(3);
+                let end = || Event::SessionEnd {
+                    worker: spec.name.clone(),
+                    t: now_ms(),
+                };
+                shared.history.record_and_exit(end, 3);
             }
         }
         Behaviour::Slow => {
