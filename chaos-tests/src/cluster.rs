@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use sundial_sdk::Client;
 
-/// Runs a command, failing with its stderr.
-pub(crate) fn sh(program: &str, args: &[&str]) -> anyhow::Result<()> {
+/// Runs a command and returns its stdout, failing with its stderr.
+pub(crate) fn sh(program: &str, args: &[&str]) -> anyhow::Result<String> {
     let out = Command::new(program)
         .args(args)
         .output()
@@ -31,6 +31,21 @@ pub(crate) fn sh(program: &str, args: &[&str]) -> anyhow::Result<()> {
             args.join(" "),
             String::from_utf8_lossy(&out.stderr).trim()
         );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Fails unless `build_info` (what `sundial build-info` printed) lists the
+/// `failpoints` feature; `what` names the binary or image, `fix` how to get
+/// one that has it.
+pub(crate) fn require_failpoints(build_info: &[u8], what: &str, fix: &str) -> anyhow::Result<()> {
+    let info: serde_json::Value =
+        serde_json::from_slice(build_info).with_context(|| format!("{what} build-info printed no JSON"))?;
+    let has = info["features"]
+        .as_array()
+        .is_some_and(|f| f.iter().any(|x| x == "failpoints"));
+    if !has {
+        bail!("{what} has no failpoints compiled in; {fix}");
     }
     Ok(())
 }
@@ -116,7 +131,7 @@ impl Net {
         format!("10.211.{}.{}", self.tag, 11 + i)
     }
 
-    fn iptables_in(&self, i: usize, args: &[&str]) -> anyhow::Result<()> {
+    fn iptables_in(&self, i: usize, args: &[&str]) -> anyhow::Result<String> {
         let ns = self.ns(i);
         let mut all = vec!["netns", "exec", &ns, "iptables"];
         all.extend_from_slice(args);

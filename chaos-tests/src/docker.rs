@@ -21,7 +21,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context};
 
-use crate::cluster::{failpoint_file, sh, sh_quiet, Nodes, CONFIG_FILE};
+use crate::cluster::{failpoint_file, require_failpoints, sh, sh_quiet, Nodes, CONFIG_FILE};
 
 /// Where each container sees the run's directory.
 pub const NODE_DIR: &str = "/chaos";
@@ -38,18 +38,7 @@ pub struct DockerNodes {
 
 /// Runs `docker` and returns its stdout, failing with its stderr.
 fn docker(args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .context("cannot run docker")?;
-    if !out.status.success() {
-        bail!(
-            "docker {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    sh("docker", args)
 }
 
 /// Checks that `image` exists and its sundial has failpoints compiled in.
@@ -62,15 +51,7 @@ pub fn check_image(image: &str) -> anyhow::Result<()> {
     }
     let info = docker(&["run", "--rm", "--network", "none", image, "build-info"])
         .with_context(|| format!("cannot run {image}"))?;
-    let info: serde_json::Value =
-        serde_json::from_str(&info).with_context(|| format!("{image} build-info printed no JSON"))?;
-    let has = info["features"]
-        .as_array()
-        .is_some_and(|f| f.iter().any(|x| x == "failpoints"));
-    if !has {
-        bail!("{image} has no failpoints compiled in; rebuild it with scripts/build-image.sh");
-    }
-    Ok(())
+    require_failpoints(info.as_bytes(), image, "rebuild it with scripts/build-image.sh")
 }
 
 impl DockerNodes {
@@ -133,16 +114,22 @@ impl DockerNodes {
                 "--node",
                 &node,
             ])?;
-            docker(&[
-                "network",
-                "connect",
-                "--ip",
-                &me.peer_ip(i),
-                &me.peer_net(),
-                &me.name(i),
-            ])?;
+            me.connect_peer(i)?;
         }
         Ok(me)
+    }
+
+    /// Puts container `i` on the peer network at its peer address.
+    fn connect_peer(&self, i: usize) -> anyhow::Result<()> {
+        docker(&[
+            "network",
+            "connect",
+            "--ip",
+            &self.peer_ip(i),
+            &self.peer_net(),
+            &self.name(i),
+        ])?;
+        Ok(())
     }
 
     fn name(&self, i: usize) -> String {
@@ -169,10 +156,7 @@ impl DockerNodes {
 
     fn disconnect(&mut self, i: usize) -> anyhow::Result<()> {
         if self.disconnected.insert(i) {
-            sh(
-                "docker",
-                &["network", "disconnect", "-f", &self.peer_net(), &self.name(i)],
-            )?;
+            docker(&["network", "disconnect", "-f", &self.peer_net(), &self.name(i)])?;
         }
         Ok(())
     }
@@ -192,7 +176,8 @@ impl Nodes for DockerNodes {
     }
 
     fn start(&mut self, i: usize) -> anyhow::Result<()> {
-        sh("docker", &["start", &self.name(i)])
+        docker(&["start", &self.name(i)])?;
+        Ok(())
     }
 
     fn kill(&mut self, i: usize) {
@@ -247,17 +232,7 @@ impl Nodes for DockerNodes {
     fn heal(&mut self) -> anyhow::Result<()> {
         let cut = std::mem::take(&mut self.disconnected);
         for i in cut {
-            sh(
-                "docker",
-                &[
-                    "network",
-                    "connect",
-                    "--ip",
-                    &self.peer_ip(i),
-                    &self.peer_net(),
-                    &self.name(i),
-                ],
-            )?;
+            self.connect_peer(i)?;
         }
         Ok(())
     }

@@ -14,7 +14,7 @@ use sundial_sdk::ListJobs;
 use tokio::sync::watch;
 
 use crate::checker::{self, FinalJob, FinalSchedule, Replica, World};
-use crate::cluster::{Cluster, ClusterSpec, Net, Nodes, ProcNodes};
+use crate::cluster::{self, require_failpoints, Cluster, ClusterSpec, Net, Nodes, ProcNodes};
 use crate::docker::{self, DockerNodes};
 use crate::history::{self, now_ms, Event, HistoryWriter};
 use crate::nemesis::{self, Deck, Heal, Kind};
@@ -96,7 +96,6 @@ struct Workers {
     seed: u64,
     children: Vec<Child>,
     spawned: u64,
-    paused: Vec<bool>,
 }
 
 impl Workers {
@@ -128,7 +127,6 @@ impl Workers {
         for i in 0..n {
             let child = self.spawn(i)?;
             self.children.push(child);
-            self.paused.push(false);
         }
         Ok(())
     }
@@ -139,7 +137,6 @@ impl Workers {
         for i in 0..self.children.len() {
             if let Ok(Some(_)) = self.children[i].try_wait() {
                 self.children[i] = self.spawn(i)?;
-                self.paused[i] = false;
                 n += 1;
             }
         }
@@ -148,12 +145,10 @@ impl Workers {
 
     fn pause(&mut self, i: usize) {
         crate::cluster::signal(self.children[i].id(), "STOP");
-        self.paused[i] = true;
     }
 
     fn resume(&mut self, i: usize) {
         crate::cluster::signal(self.children[i].id(), "CONT");
-        self.paused[i] = false;
     }
 
     fn stop(&mut self) {
@@ -196,18 +191,11 @@ pub fn check_binary(bin: &Path) -> anyhow::Result<()> {
             bin.display()
         )
     })?;
-    let info: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .with_context(|| format!("{} build-info printed no JSON", bin.display()))?;
-    let has = info["features"]
-        .as_array()
-        .is_some_and(|f| f.iter().any(|x| x == "failpoints"));
-    if !has {
-        bail!(
-            "{} has no failpoints compiled in; build it with `cargo build --release --workspace` (chaos-tests turns the feature on)",
-            bin.display()
-        );
-    }
-    Ok(())
+    require_failpoints(
+        &out.stdout,
+        &bin.display().to_string(),
+        "build it with `cargo build --release --workspace` (chaos-tests turns the feature on)",
+    )
 }
 
 pub async fn run(opts: RunOpts) -> anyhow::Result<RunResult> {
@@ -254,7 +242,6 @@ pub async fn run(opts: RunOpts) -> anyhow::Result<RunResult> {
         seed: opts.seed,
         children: Vec::new(),
         spawned: 0,
-        paused: Vec::new(),
     };
     let workers = Arc::new(Mutex::new(workers));
     lock(&workers).start(opts.workers)?;
@@ -610,11 +597,10 @@ async fn settled_digests(cluster: &Cluster, within: Duration) -> (Vec<Replica>, 
     loop {
         let mut by_shard: HashMap<u32, Vec<Replica>> = HashMap::new();
         for addr in cluster.addrs() {
-            let Ok(Ok(client)) =
-                tokio::time::timeout(Duration::from_secs(2), sundial_sdk::Client::connect(&addr)).await
-            else {
+            let Ok(client) = cluster::connect(&addr, Duration::from_secs(2)).await else {
                 continue;
             };
+            // Digesting a whole shard takes longer than a call.
             let mut client = client.with_timeout(Duration::from_secs(10));
             if let Ok(answer) = client.shard_digests().await {
                 for d in answer.shards {
